@@ -1,1 +1,53 @@
+//! Domain types and pure decisions of newsflow: everything here is deterministic and does no I/O,
+//! so it is unit-tested without a runtime, a broker or a disk.
+//!
+//! # Layout
+//! - [`ids`]: `JobId`, `BatchId`, `ArticleId`, parsed at the edge and trusted afterwards.
+//! - [`query`]: `Endpoint` and `NewsQuery`, NewsAPI parameters checked against the endpoint's rules.
+//! - [`job`]: `JobSpec` (what a job fetches and how often) and the `POST /jobs` body parser.
+//! - [`article`]: the `Article` served over HTTP and carried on the stream.
+//! - [`batch`]: batch markers, batch status and the latest-complete promotion rule.
+//! - [`newsapi`]: defensive parsing and classification of NewsAPI responses.
+//! - [`retry`]: capped exponential backoff with jitter and `Retry-After` parsing.
+//! - [`schedule`]: when a job runs next, and how late a run was.
+//! - [`cursor`]: opaque list cursors.
+//! - [`secret`]: a string that never prints.
+//! - [`error`]: `ValidationError`, the typed answer to bad input.
 
+pub mod article;
+pub mod batch;
+pub mod cursor;
+pub mod error;
+pub mod ids;
+pub mod job;
+pub mod newsapi;
+pub mod query;
+pub mod retry;
+pub mod schedule;
+pub mod secret;
+
+pub use article::{Article, ArticleMessage, Source};
+pub use batch::{BatchMarker, BatchStatus, ErrorInfo, MarkerStatus, Promotion};
+pub use error::ValidationError;
+pub use ids::{ArticleId, BatchId, JobId};
+pub use job::{Interval, JobSpec, JobState, MaxPages, PageSize};
+pub use query::{Endpoint, NewsQuery};
+pub use secret::Secret;
+
+/// RFC 3339 formatting of UTC times, the one time format of the contract.
+pub mod rfc3339 {
+    pub use time::serde::rfc3339::*;
+
+    /// Optional RFC 3339 times (`null` when absent).
+    pub mod option {
+        pub use time::serde::rfc3339::option::*;
+    }
+}
+
+/// The current time in UTC, truncated to milliseconds so that what is stored, served and
+/// compared is the same value after a round trip through RFC 3339 text.
+pub fn now_utc() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    let millis = now.millisecond();
+    now.replace_millisecond(millis).unwrap_or(now)
+}

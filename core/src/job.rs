@@ -1,0 +1,389 @@
+//! What a job fetches and how often, and the parser of the `POST /jobs` body.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{Endpoint, JobId, NewsQuery, ValidationError};
+
+/// How often a job runs: 1 second to 1 day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Interval(u32);
+
+impl Interval {
+    /// The default interval: five minutes.
+    pub const DEFAULT: Self = Self(300);
+    const MAX: u64 = 86_400;
+
+    /// Parses seconds.
+    pub fn from_secs(secs: u64) -> Result<Self, ValidationError> {
+        if (1..=Self::MAX).contains(&secs) {
+            Ok(Self(secs as u32))
+        } else {
+            Err(out_of_range("interval_secs", secs, 1, Self::MAX))
+        }
+    }
+
+    /// The interval as seconds.
+    pub fn secs(self) -> u64 {
+        u64::from(self.0)
+    }
+
+    /// The interval as a duration.
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.secs())
+    }
+}
+
+impl TryFrom<u64> for Interval {
+    type Error = ValidationError;
+    fn try_from(secs: u64) -> Result<Self, Self::Error> {
+        Self::from_secs(secs)
+    }
+}
+
+impl From<Interval> for u64 {
+    fn from(interval: Interval) -> Self {
+        interval.secs()
+    }
+}
+
+/// How many pages one run fetches at most: 1 to 10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct MaxPages(u8);
+
+impl MaxPages {
+    /// One page per run.
+    pub const DEFAULT: Self = Self(1);
+    const MAX: u64 = 10;
+
+    /// Parses a page count.
+    pub fn new(pages: u64) -> Result<Self, ValidationError> {
+        if (1..=Self::MAX).contains(&pages) {
+            Ok(Self(pages as u8))
+        } else {
+            Err(out_of_range("max_pages", pages, 1, Self::MAX))
+        }
+    }
+
+    /// The page count.
+    pub fn get(self) -> u32 {
+        u32::from(self.0)
+    }
+}
+
+impl TryFrom<u64> for MaxPages {
+    type Error = ValidationError;
+    fn try_from(pages: u64) -> Result<Self, Self::Error> {
+        Self::new(pages)
+    }
+}
+
+impl From<MaxPages> for u64 {
+    fn from(pages: MaxPages) -> Self {
+        u64::from(pages.0)
+    }
+}
+
+/// How many articles one page asks for: 1 to 100 (NewsAPI's maximum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct PageSize(u8);
+
+impl PageSize {
+    /// A full page of 100.
+    pub const DEFAULT: Self = Self(100);
+    const MAX: u64 = 100;
+
+    /// Parses a page size.
+    pub fn new(size: u64) -> Result<Self, ValidationError> {
+        if (1..=Self::MAX).contains(&size) {
+            Ok(Self(size as u8))
+        } else {
+            Err(out_of_range("page_size", size, 1, Self::MAX))
+        }
+    }
+
+    /// The page size.
+    pub fn get(self) -> u32 {
+        u32::from(self.0)
+    }
+}
+
+impl TryFrom<u64> for PageSize {
+    type Error = ValidationError;
+    fn try_from(size: u64) -> Result<Self, Self::Error> {
+        Self::new(size)
+    }
+}
+
+impl From<PageSize> for u64 {
+    fn from(size: PageSize) -> Self {
+        u64::from(size.0)
+    }
+}
+
+fn out_of_range(field: &str, value: u64, min: u64, max: u64) -> ValidationError {
+    ValidationError::new(
+        field,
+        "out_of_range",
+        format!("{field} must be between {min} and {max}, got {value}"),
+    )
+}
+
+/// The desired state of a job, owned by data-streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// A worker should be fetching it on its interval.
+    Running,
+    /// No worker should fetch it.
+    Stopped,
+}
+
+/// Everything a worker needs to run a job. Serialized as the contract's job fields
+/// (`id, endpoint, params, interval_secs, max_pages, page_size`); deserializing re-checks every
+/// rule, so a spec read from the network or the disk is as trustworthy as one built here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSpec", into = "RawSpec")]
+pub struct JobSpec {
+    id: JobId,
+    query: NewsQuery,
+    interval: Interval,
+    max_pages: MaxPages,
+    page_size: PageSize,
+}
+
+impl JobSpec {
+    /// The job's id.
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+    /// What the job asks NewsAPI.
+    pub fn query(&self) -> &NewsQuery {
+        &self.query
+    }
+    /// How often it runs.
+    pub fn interval(&self) -> Interval {
+        self.interval
+    }
+    /// How many pages a run fetches at most.
+    pub fn max_pages(&self) -> MaxPages {
+        self.max_pages
+    }
+    /// How many articles a page asks for.
+    pub fn page_size(&self) -> PageSize {
+        self.page_size
+    }
+
+    /// Parses the `POST /jobs` body. Every field but `params` is optional; unknown fields are
+    /// rejected; `id` is generated when absent. Each error names the field and what to fix.
+    pub fn from_create_request(body: &Value) -> Result<Self, ValidationError> {
+        let Some(fields) = body.as_object() else {
+            return Err(ValidationError::new(
+                "body",
+                "invalid_type",
+                "the body must be a JSON object",
+            ));
+        };
+        const KNOWN: [&str; 6] = [
+            "id",
+            "endpoint",
+            "params",
+            "interval_secs",
+            "max_pages",
+            "page_size",
+        ];
+        if let Some(unknown) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(ValidationError::new(
+                unknown.clone(),
+                "unknown_field",
+                format!(
+                    "unknown field {:?}; a job accepts: {}",
+                    crate::ids::truncate_for_message(unknown),
+                    KNOWN.join(", ")
+                ),
+            ));
+        }
+        let id = match present(fields, "id") {
+            None => JobId::generate(),
+            Some(Value::String(s)) => JobId::parse(s)?,
+            Some(_) => return Err(wrong_type("id", "a string")),
+        };
+        let endpoint = match present(fields, "endpoint") {
+            None => Endpoint::default(),
+            Some(Value::String(s)) => Endpoint::parse(s)?,
+            Some(_) => return Err(wrong_type("endpoint", "a string")),
+        };
+        let query = match present(fields, "params") {
+            None => NewsQuery::parse(endpoint, &Map::new())?,
+            Some(Value::Object(params)) => NewsQuery::parse(endpoint, params)?,
+            Some(_) => {
+                return Err(wrong_type(
+                    "params",
+                    "an object of NewsAPI query parameters",
+                ))
+            }
+        };
+        Ok(Self {
+            id,
+            query,
+            interval: integer(fields, "interval_secs")?
+                .map_or(Ok(Interval::DEFAULT), Interval::from_secs)?,
+            max_pages: integer(fields, "max_pages")?
+                .map_or(Ok(MaxPages::DEFAULT), MaxPages::new)?,
+            page_size: integer(fields, "page_size")?
+                .map_or(Ok(PageSize::DEFAULT), PageSize::new)?,
+        })
+    }
+}
+
+fn present<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    fields.get(name).filter(|v| !v.is_null())
+}
+
+fn integer(fields: &Map<String, Value>, name: &str) -> Result<Option<u64>, ValidationError> {
+    match present(fields, name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+            (Some(v), _) => Ok(Some(v)),
+            (None, Some(negative)) => Err(ValidationError::new(
+                name,
+                "out_of_range",
+                format!("{name} must be a positive whole number, got {negative}"),
+            )),
+            _ => Err(wrong_type(name, "a whole number")),
+        },
+        Some(_) => Err(wrong_type(name, "a whole number")),
+    }
+}
+
+fn wrong_type(field: &str, expected: &str) -> ValidationError {
+    ValidationError::new(field, "invalid_type", format!("{field} must be {expected}"))
+}
+
+/// The serialized form of [`JobSpec`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    id: String,
+    endpoint: Endpoint,
+    params: Map<String, Value>,
+    interval_secs: u64,
+    max_pages: u64,
+    page_size: u64,
+}
+
+impl TryFrom<RawSpec> for JobSpec {
+    type Error = ValidationError;
+    fn try_from(raw: RawSpec) -> Result<Self, Self::Error> {
+        Ok(Self {
+            id: JobId::parse(&raw.id)?,
+            query: NewsQuery::parse(raw.endpoint, &raw.params)?,
+            interval: Interval::from_secs(raw.interval_secs)?,
+            max_pages: MaxPages::new(raw.max_pages)?,
+            page_size: PageSize::new(raw.page_size)?,
+        })
+    }
+}
+
+impl From<JobSpec> for RawSpec {
+    fn from(spec: JobSpec) -> Self {
+        Self {
+            id: spec.id.into(),
+            endpoint: spec.query.endpoint(),
+            params: spec
+                .query
+                .params()
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+            interval_secs: spec.interval.secs(),
+            max_pages: u64::from(spec.max_pages),
+            page_size: u64::from(spec.page_size),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn code(body: Value) -> Option<&'static str> {
+        JobSpec::from_create_request(&body).err().map(|e| e.code)
+    }
+
+    #[test]
+    fn a_minimal_body_gets_the_contract_defaults() {
+        let spec = JobSpec::from_create_request(&json!({"params":{"q":"bitcoin"}})).expect("valid");
+        assert_eq!(spec.query().endpoint(), Endpoint::Everything);
+        assert_eq!(spec.interval().secs(), 300);
+        assert_eq!(spec.max_pages().get(), 1);
+        assert_eq!(spec.page_size().get(), 100);
+        assert!(spec.id().as_str().starts_with("job-"));
+    }
+
+    #[test]
+    fn a_full_body_round_trips_through_the_wire_form() {
+        let body = json!({"id":"bitcoin","endpoint":"top-headlines","params":{"country":"us"},"interval_secs":60,"max_pages":3,"page_size":20});
+        let spec = JobSpec::from_create_request(&body).expect("valid");
+        let wire = serde_json::to_value(&spec).expect("serializes");
+        assert_eq!(wire, body);
+        let back: JobSpec = serde_json::from_value(wire).expect("deserializes");
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(code(json!([])), Some("invalid_type"));
+        assert_eq!(
+            code(json!({"params":{"q":"x"},"colour":"red"})),
+            Some("unknown_field")
+        );
+        assert_eq!(
+            code(json!({"id":"Bad Id","params":{"q":"x"}})),
+            Some("invalid_id")
+        );
+        assert_eq!(
+            code(json!({"id":7,"params":{"q":"x"}})),
+            Some("invalid_type")
+        );
+        assert_eq!(
+            code(json!({"endpoint":"sources","params":{"q":"x"}})),
+            Some("unknown_endpoint")
+        );
+        assert_eq!(code(json!({"params":"q=x"})), Some("invalid_type"));
+        assert_eq!(code(json!({})), Some("scope_missing"));
+        for (field, bad) in [
+            ("interval_secs", json!(0)),
+            ("interval_secs", json!(86_401)),
+            ("max_pages", json!(11)),
+            ("page_size", json!(101)),
+            ("page_size", json!(-1)),
+        ] {
+            assert_eq!(
+                code(json!({"params":{"q":"x"}, field: bad})),
+                Some("out_of_range"),
+                "{field}={bad}"
+            );
+        }
+        assert_eq!(
+            code(json!({"params":{"q":"x"},"interval_secs":"300"})),
+            Some("invalid_type")
+        );
+        assert_eq!(
+            code(json!({"params":{"q":"x"},"max_pages":1.5})),
+            Some("invalid_type")
+        );
+    }
+
+    #[test]
+    fn a_tampered_wire_spec_is_rejected() {
+        let wire = json!({"id":"a","endpoint":"everything","params":{"q":"x"},"interval_secs":0,"max_pages":1,"page_size":1});
+        assert!(serde_json::from_value::<JobSpec>(wire).is_err());
+    }
+}
