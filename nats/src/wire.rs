@@ -1,0 +1,263 @@
+//! Command payloads on `news.ctl.*`. All JSON; every payload from the network is parsed with
+//! a size cap and full validation before anything acts on it.
+
+use std::fmt;
+
+use newsflow_core::{ErrorInfo, JobId, JobSpec};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The largest command payload accepted; anything larger is answered with an error.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+/// A worker's id: 1 to 64 of `[A-Za-z0-9_-]`, so it is a single subject token.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    /// Parses an id given on the command line or the wire.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 64
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(format!(
+                "worker id {raw:?} must be 1 to 64 letters, digits, '_' or '-'"
+            ))
+        }
+    }
+
+    /// A fresh id, unique per process: `w-` and a lowercase ULID.
+    pub fn generate() -> Self {
+        Self(format!(
+            "w-{}",
+            ulid::Ulid::new().to_string().to_ascii_lowercase()
+        ))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for WorkerId {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<WorkerId> for String {
+    fn from(id: WorkerId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for WorkerId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// `news.ctl.start`: run this job on its interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartJob {
+    /// The whole job, re-validated by the worker.
+    pub job: JobSpec,
+}
+
+/// `news.ctl.worker.<id>.stop`: stop running this job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopJob {
+    /// The job to stop.
+    pub job_id: JobId,
+}
+
+/// The reply to a command: `{"ok":true,"worker_id","job_id"}` or
+/// `{"ok":false,"error":{"code","message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawAck", into = "RawAck")]
+pub enum Ack {
+    /// The worker did it.
+    Ok {
+        /// Who acknowledged.
+        worker_id: WorkerId,
+        /// Which job.
+        job_id: JobId,
+    },
+    /// The worker refused; `error` says why.
+    Err(ErrorInfo),
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawAck {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    worker_id: Option<WorkerId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job_id: Option<JobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorInfo>,
+}
+
+impl TryFrom<RawAck> for Ack {
+    type Error = String;
+    fn try_from(raw: RawAck) -> Result<Self, Self::Error> {
+        match raw {
+            RawAck {
+                ok: true,
+                worker_id: Some(worker_id),
+                job_id: Some(job_id),
+                ..
+            } => Ok(Self::Ok { worker_id, job_id }),
+            RawAck {
+                ok: false,
+                error: Some(error),
+                ..
+            } => Ok(Self::Err(error)),
+            _ => Err(
+                "an ack is {ok:true,worker_id,job_id} or {ok:false,error:{code,message}}"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+impl From<Ack> for RawAck {
+    fn from(ack: Ack) -> Self {
+        match ack {
+            Ack::Ok { worker_id, job_id } => Self {
+                ok: true,
+                worker_id: Some(worker_id),
+                job_id: Some(job_id),
+                error: None,
+            },
+            Ack::Err(error) => Self {
+                ok: false,
+                worker_id: None,
+                job_id: None,
+                error: Some(error),
+            },
+        }
+    }
+}
+
+/// `news.ctl.heartbeat`: which jobs a worker runs now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The worker.
+    pub worker_id: WorkerId,
+    /// The jobs it runs.
+    pub jobs: Vec<JobId>,
+    /// When it said so.
+    #[serde(with = "newsflow_core::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// Why a command payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// Larger than [`MAX_COMMAND_BYTES`].
+    #[error("payload is {0} bytes; the limit is {MAX_COMMAND_BYTES}")]
+    TooLarge(usize),
+    /// Not the expected JSON.
+    #[error("payload is not a valid command: {0}")]
+    Invalid(String),
+}
+
+impl PayloadError {
+    /// The error as an `ok:false` ack carries it.
+    pub fn to_info(&self) -> ErrorInfo {
+        match self {
+            Self::TooLarge(_) => ErrorInfo::new("payload_too_large", self.to_string()),
+            Self::Invalid(_) => ErrorInfo::new("invalid_payload", self.to_string()),
+        }
+    }
+}
+
+/// Parses a command payload from the network: size-capped, then strict JSON.
+pub fn parse_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, PayloadError> {
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(PayloadError::TooLarge(payload.len()));
+    }
+    serde_json::from_slice(payload).map_err(|e| PayloadError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn acks_have_the_contract_shape() {
+        let ok = Ack::Ok {
+            worker_id: WorkerId::parse("w1").expect("valid"),
+            job_id: JobId::parse("j").expect("valid"),
+        };
+        assert_eq!(
+            serde_json::to_value(&ok).expect("serializes"),
+            json!({"ok":true,"worker_id":"w1","job_id":"j"})
+        );
+        let err = Ack::Err(ErrorInfo::new("invalid_payload", "bad"));
+        assert_eq!(
+            serde_json::to_value(&err).expect("serializes"),
+            json!({"ok":false,"error":{"code":"invalid_payload","message":"bad"}})
+        );
+        assert!(serde_json::from_value::<Ack>(json!({"ok":true})).is_err());
+    }
+
+    #[test]
+    fn garbage_commands_are_refused_with_a_reason() {
+        assert!(matches!(
+            parse_payload::<StartJob>(b"not json"),
+            Err(PayloadError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_payload::<StartJob>(br#"{"job":{"id":"Bad"}}"#),
+            Err(PayloadError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_payload::<StopJob>(br#"{"job_id":"a","extra":1}"#),
+            Err(PayloadError::Invalid(_))
+        ));
+        let big = vec![b' '; MAX_COMMAND_BYTES + 1];
+        assert_eq!(
+            parse_payload::<StopJob>(&big).map_err(|e| e.to_info().code),
+            Err("payload_too_large".to_owned())
+        );
+    }
+
+    #[test]
+    fn worker_ids_are_single_subject_tokens() {
+        assert!(WorkerId::parse(WorkerId::generate().as_str()).is_ok());
+        for bad in ["", "a.b", "a b", "a>", "*"] {
+            assert!(WorkerId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_command_parsers(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_payload::<StartJob>(&bytes);
+            let _ = parse_payload::<StopJob>(&bytes);
+            let _ = parse_payload::<Heartbeat>(&bytes);
+            let _ = parse_payload::<Ack>(&bytes);
+        }
+    }
+}
