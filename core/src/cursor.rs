@@ -53,7 +53,7 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         }
     }
     let raw = text.as_bytes();
-    if raw.len() % 2 != 0 {
+    if !raw.len().is_multiple_of(2) {
         return None;
     }
     raw.chunks(2)

@@ -254,9 +254,7 @@ mod tests {
     #[test]
     fn errors_are_classified_by_status_and_code() {
         let err = |status, body: &str| {
-            interpret(status, Some(Duration::from_secs(3)), body.as_bytes())
-                .err()
-                .expect("an error")
+            interpret(status, Some(Duration::from_secs(3)), body.as_bytes()).expect_err("an error")
         };
         let limited = err(
             429,
@@ -300,7 +298,7 @@ mod tests {
             br#"[1,2]"#,
             b"",
         ] {
-            let err = interpret(200, None, body).err().expect("an error");
+            let err = interpret(200, None, body).expect_err("an error");
             assert_eq!(
                 err.to_info().code,
                 "malformed_response",

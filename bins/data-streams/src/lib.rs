@@ -1,1 +1,199 @@
+//! data-streams: newsflow's HTTP API. It owns jobs (their desired state is the truth), tells
+//! workers to start and stop them over NATS request-reply, consumes the `NEWS` stream with one
+//! durable pull consumer into sled, and serves only the latest complete batch of each job.
+//!
+//! # Layout
+//! - [`config`]: flags and the validated configuration.
+//! - [`store`]: the sled store (jobs, batches, articles, feed, dead letters).
+//! - [`consumer`]: the ingest task: group commit (apply, flush, ack).
+//! - [`control`]: start/stop commands, heartbeats, the ownership reconciler.
+//! - [`http`]: routes, errors, OpenAPI.
+//! - [`state`]: what the tasks share (metrics, the batch cache, the ingest channel).
 
+pub mod config;
+pub mod consumer;
+pub mod control;
+pub mod http;
+pub mod state;
+pub mod store;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use newsflow_nats::stream::{delete_consumer, ensure_stream, ConsumerSettings};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Cli, Config};
+
+use crate::consumer::while_serving;
+use crate::control::Control;
+use crate::state::{IngestCommand, Shared};
+use crate::store::{Ingest, Store};
+
+/// How long shutdown waits for the ingest task to finish the group in hand.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves the API on `listener` and ingests the stream until `shutdown`; then stops intake,
+/// finishes the request and message group in hand, flushes the store and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = open_store(&config.data_dir, config.rebuild)?;
+    if config.rebuild {
+        store.clear_stream_data()?;
+        store.flush().await?;
+        tracing::info!("store cleared of stream data; it will be rebuilt from the stream");
+    }
+    let ingest = Ingest::new(store.clone())?;
+    let (commands_tx, commands) = mpsc::channel(64);
+    let shared = Arc::new(Shared {
+        store,
+        nats: Default::default(),
+        metrics: Default::default(),
+        consumer_bound: AtomicBool::new(false),
+        cache: Default::default(),
+        ingest: commands_tx,
+        api_token: config.api_token.clone(),
+        max_body_bytes: config.max_body_bytes,
+        command_timeout: config.control.command_timeout,
+    });
+    let control = Arc::new(Control::new(config.control));
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
+    let background = tokio::spawn(background(
+        config,
+        shared.clone(),
+        control.clone(),
+        ingest,
+        commands,
+        shutdown.clone(),
+    ));
+    println!("data-streams listening on http://{addr}");
+    tracing::info!(%addr, "data-streams listening");
+    let app = http::router(http::AppState {
+        shared: shared.clone(),
+        control,
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("serving HTTP")?;
+    shutdown.cancel();
+    tracing::info!("HTTP stopped; waiting for ingest to finish the messages in hand");
+    if tokio::time::timeout(SHUTDOWN_GRACE, background)
+        .await
+        .is_err()
+    {
+        tracing::warn!("ingest did not finish within the grace period; unacknowledged messages will be redelivered");
+    }
+    shared.store.flush().await?;
+    tracing::info!("store flushed; bye");
+    Ok(())
+}
+
+fn open_store(dir: &Path, rebuild: bool) -> anyhow::Result<Store> {
+    match Store::open(dir) {
+        Ok(store) => Ok(store),
+        Err(error) if rebuild => {
+            let aside = dir.with_extension(format!(
+                "corrupt-{}",
+                newsflow_core::now_utc().unix_timestamp()
+            ));
+            tracing::error!(error = format!("{error:#}"), aside = %aside.display(), "the store cannot be opened; moving it aside and rebuilding");
+            std::fs::rename(dir, &aside)
+                .with_context(|| format!("moving the broken store to {}", aside.display()))?;
+            Store::open(dir)
+        }
+        Err(error) => Err(error.context(
+            "the store cannot be opened; run with --rebuild to rebuild it from the stream",
+        )),
+    }
+}
+
+async fn background(
+    config: Config,
+    shared: Arc<Shared>,
+    control: Arc<Control>,
+    mut ingest: Ingest,
+    mut commands: mpsc::Receiver<IngestCommand>,
+    shutdown: CancellationToken,
+) {
+    let connected = while_serving(
+        newsflow_nats::connect::connect_with_retry(&config.nats, "data-streams", &shutdown),
+        &mut ingest,
+        &mut commands,
+        &shared,
+    )
+    .await;
+    let client = match connected {
+        Ok(Some(client)) => client,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::error!(%error, "cannot configure the NATS connection");
+            return;
+        }
+    };
+    let _ = shared.nats.set(client.clone());
+    let js = jetstream::new(client.clone());
+    let stream = loop {
+        match while_serving(
+            ensure_stream(&js, &config.stream),
+            &mut ingest,
+            &mut commands,
+            &shared,
+        )
+        .await
+        {
+            Ok(stream) => break stream,
+            Err(error) => {
+                tracing::warn!(%error, "cannot provision the NEWS stream; retrying");
+                let wait = tokio::time::sleep(Duration::from_secs(1));
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = while_serving(wait, &mut ingest, &mut commands, &shared) => {}
+                }
+            }
+        }
+    };
+    let consumer_settings = ConsumerSettings::default();
+    if config.rebuild {
+        match delete_consumer(&stream, &consumer_settings.durable).await {
+            Ok(()) => tracing::info!("durable consumer reset; consuming the stream from its start"),
+            Err(error) => {
+                tracing::error!(%error, "could not reset the durable consumer; the rebuild starts where it left off")
+            }
+        }
+    }
+    tokio::spawn(control::run_heartbeats(
+        control.clone(),
+        shared.clone(),
+        client.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(control::run_reconciler(
+        control,
+        shared.clone(),
+        shutdown.clone(),
+    ));
+    consumer::run(
+        stream,
+        shared,
+        &mut ingest,
+        consumer_settings,
+        &mut commands,
+        shutdown,
+    )
+    .await;
+    if let Err(error) = client.flush().await {
+        tracing::warn!(%error, "could not flush acks to NATS before exit; those messages will be redelivered");
+    }
+}

@@ -1,1 +1,32 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use data_streams::{Cli, Config};
+use newsflow_nats::service::{init_logging, shutdown_on_signals};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (config, addr, log_format) = match Config::from_cli(cli) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            eprintln!("data-streams: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(log_format);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%addr, %error, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    match data_streams::run(config, listener, shutdown_on_signals()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "data-streams failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The ingest task: one durable pull consumer over the whole stream, in stream order. Each
+//! group of messages is applied to sled, flushed once, and only then acknowledged.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use futures::{FutureExt as _, StreamExt as _};
+use newsflow_core::retry::Backoff;
+use newsflow_core::Promotion;
+use newsflow_nats::stream::{ensure_consumer, ConsumerSettings};
+use newsflow_nats::subjects;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{IngestCommand, Metrics, Shared};
+use crate::store::{self, Ingest, Parsed};
+
+/// The most messages applied under one flush.
+pub const MAX_GROUP: usize = 1000;
+
+/// What becomes of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored durably (or rightly dropped): acknowledge.
+    Ack,
+    /// The store failed: redeliver later.
+    Nak(Duration),
+    /// Poison: never redeliver (it is kept in the dead letters).
+    Term,
+}
+
+/// Decides one message's outcome and applies it to the store (not yet flushed). Driven by the
+/// ingest loop, and by tests without a broker.
+pub fn step(
+    ingest: &mut Ingest,
+    metrics: &Metrics,
+    message: &RawMessage<'_>,
+    settings: &ConsumerSettings,
+) -> (Outcome, Option<Promotion>) {
+    match store::ingest::parse(message.subject, message.spec_header, message.payload) {
+        Parsed::Poison(reason) => {
+            tracing::warn!(subject = message.subject, stream_seq = message.stream_seq, %reason, "terminating a poison message");
+            Metrics::inc(&metrics.poison_messages);
+            if let Err(error) = ingest.dead_letter(
+                message.stream_seq,
+                message.subject,
+                &reason,
+                message.payload,
+            ) {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "could not keep a poison message"
+                );
+            }
+            (Outcome::Term, None)
+        }
+        parsed => match ingest.apply(parsed) {
+            Ok(store::ingest::Applied::Article) => {
+                Metrics::inc(&metrics.articles_stored);
+                (Outcome::Ack, None)
+            }
+            Ok(store::ingest::Applied::Marker(decision, job)) => {
+                match decision {
+                    Promotion::Promote => Metrics::inc(&metrics.batches_promoted),
+                    Promotion::Failed => Metrics::inc(&metrics.batches_failed),
+                    Promotion::CountMismatch { expected, stored } => {
+                        tracing::warn!(%job, expected, stored, "a complete marker counts more articles than are stored; batch incomplete");
+                        Metrics::inc(&metrics.batches_incomplete);
+                    }
+                    Promotion::Superseded => {}
+                }
+                (Outcome::Ack, Some(decision))
+            }
+            Ok(store::ingest::Applied::Deleted) => {
+                Metrics::inc(&metrics.messages_of_deleted_jobs);
+                (Outcome::Ack, None)
+            }
+            Err(error) if message.delivered >= settings.max_deliver - 1 => {
+                let reason = format!("store kept failing: {error:#}");
+                tracing::error!(subject = message.subject, stream_seq = message.stream_seq, %reason, "giving up on a message");
+                Metrics::inc(&metrics.poison_messages);
+                let _ = ingest.dead_letter(
+                    message.stream_seq,
+                    message.subject,
+                    &reason,
+                    message.payload,
+                );
+                (Outcome::Term, None)
+            }
+            Err(error) => {
+                tracing::error!(
+                    subject = message.subject,
+                    error = format!("{error:#}"),
+                    "could not store a message; it will be redelivered"
+                );
+                (Outcome::Nak(Duration::from_secs(1)), None)
+            }
+        },
+    }
+}
+
+/// The parts of a stream message the step needs.
+pub struct RawMessage<'a> {
+    /// Subject.
+    pub subject: &'a str,
+    /// The optional job-spec header.
+    pub spec_header: Option<&'a str>,
+    /// Payload.
+    pub payload: &'a [u8],
+    /// Stream sequence.
+    pub stream_seq: u64,
+    /// How many times it was delivered.
+    pub delivered: i64,
+}
+
+/// Runs the ingest loop until `shutdown`: binds the consumer (retrying), consumes in groups,
+/// and executes deletes between groups.
+pub async fn run(
+    stream: jetstream::stream::Stream,
+    shared: Arc<Shared>,
+    ingest: &mut Ingest,
+    settings: ConsumerSettings,
+    commands: &mut mpsc::Receiver<IngestCommand>,
+    shutdown: CancellationToken,
+) {
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut attempt = 0u32;
+    while !shutdown.is_cancelled() {
+        let consumer = match ensure_consumer(&stream, &settings).await {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                let wait = backoff.delay(attempt, rand_jitter());
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "cannot bind the durable consumer; retrying");
+                attempt = attempt.saturating_add(1);
+                if !idle(wait, ingest, commands, &shared, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        attempt = 0;
+        shared.consumer_bound.store(true, Ordering::Relaxed);
+        tracing::info!(durable = %settings.durable, "consumer bound; ingesting");
+        consume(&consumer, &shared, ingest, &settings, commands, &shutdown).await;
+        shared.consumer_bound.store(false, Ordering::Relaxed);
+    }
+}
+
+async fn consume(
+    consumer: &PullConsumer,
+    shared: &Arc<Shared>,
+    ingest: &mut Ingest,
+    settings: &ConsumerSettings,
+    commands: &mut mpsc::Receiver<IngestCommand>,
+    shutdown: &CancellationToken,
+) {
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(MAX_GROUP)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await;
+    let mut messages = match messages {
+        Ok(messages) => messages,
+        Err(error) => {
+            tracing::warn!(%error, "cannot pull from the consumer; rebinding");
+            let _ = idle(Duration::from_secs(1), ingest, commands, shared, shutdown).await;
+            return;
+        }
+    };
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            Some(command) = commands.recv() => {
+                execute(command, ingest, shared).await;
+                continue;
+            }
+            next = messages.next() => next,
+        };
+        let mut group = match first {
+            None => return,
+            Some(Ok(message)) => vec![message],
+            Some(Err(error)) => {
+                tracing::warn!(%error, "pull error; rebinding the consumer");
+                let _ = idle(
+                    Duration::from_millis(500),
+                    ingest,
+                    commands,
+                    shared,
+                    shutdown,
+                )
+                .await;
+                return;
+            }
+        };
+        while group.len() < MAX_GROUP {
+            match messages.next().now_or_never() {
+                Some(Some(Ok(message))) => group.push(message),
+                _ => break,
+            }
+        }
+        commit(&group, shared, ingest, settings).await;
+    }
+}
+
+async fn commit(
+    group: &[jetstream::Message],
+    shared: &Arc<Shared>,
+    ingest: &mut Ingest,
+    settings: &ConsumerSettings,
+) {
+    let mut outcomes = Vec::with_capacity(group.len());
+    for message in group {
+        let (stream_seq, delivered) = message
+            .info()
+            .map(|i| (i.stream_sequence, i.delivered))
+            .unwrap_or((0, 1));
+        let spec_header = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(subjects::JOB_SPEC_HEADER))
+            .map(|v| v.as_str());
+        let raw = RawMessage {
+            subject: message.subject.as_str(),
+            spec_header,
+            payload: &message.payload,
+            stream_seq,
+            delivered,
+        };
+        outcomes.push(step(ingest, &shared.metrics, &raw, settings).0);
+    }
+    let started = Instant::now();
+    if let Err(error) = shared.store.flush().await {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "flush failed; the group will be redelivered"
+        );
+        for message in group {
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            Metrics::inc(&shared.metrics.messages_naked);
+        }
+        return;
+    }
+    shared
+        .metrics
+        .flush_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    Metrics::inc(&shared.metrics.ingest_groups);
+    for (message, outcome) in group.iter().zip(outcomes) {
+        let (kind, counter) = match outcome {
+            Outcome::Ack => (AckKind::Ack, &shared.metrics.messages_acked),
+            Outcome::Nak(delay) => (AckKind::Nak(Some(delay)), &shared.metrics.messages_naked),
+            Outcome::Term => (AckKind::Term, &shared.metrics.poison_messages),
+        };
+        if let Err(error) = message.ack_with(kind).await {
+            tracing::warn!(%error, "could not acknowledge a message; it will be redelivered and re-applied idempotently");
+        } else if outcome != Outcome::Term {
+            Metrics::inc(counter);
+        }
+    }
+}
+
+async fn execute(command: IngestCommand, ingest: &mut Ingest, shared: &Shared) {
+    match command {
+        IngestCommand::DeleteJob(job, reply) => {
+            let result = ingest.delete_job(&job).await;
+            shared.cache.forget_job(&job);
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Waits `wait` while still executing commands; `false` when shutdown came.
+async fn idle(
+    wait: Duration,
+    ingest: &mut Ingest,
+    commands: &mut mpsc::Receiver<IngestCommand>,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> bool {
+    let deadline = tokio::time::sleep(wait);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = &mut deadline => return true,
+            Some(command) = commands.recv() => execute(command, ingest, shared).await,
+        }
+    }
+}
+
+/// Awaits `work` (connecting, provisioning) while still executing commands, so a delete never
+/// waits for NATS.
+pub async fn while_serving<T>(
+    work: impl std::future::Future<Output = T>,
+    ingest: &mut Ingest,
+    commands: &mut mpsc::Receiver<IngestCommand>,
+    shared: &Shared,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            Some(command) = commands.recv() => execute(command, ingest, shared).await,
+        }
+    }
+}
+
+fn rand_jitter() -> f64 {
+    rand::random::<f64>()
+}

@@ -1,0 +1,291 @@
+//! The one error type of the HTTP API, in the contract's `{"error":{"code","message"}}` shape,
+//! and the extractors that turn bad input into it.
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use newsflow_core::ValidationError;
+use serde::Serialize;
+
+/// An HTTP API failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400: the request is malformed.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 401: missing or wrong bearer token.
+    #[error("a valid bearer token is required: send Authorization: Bearer <token>")]
+    Unauthorized,
+    /// 404.
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// 405.
+    #[error("this route does not accept that method")]
+    MethodNotAllowed,
+    /// 409.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 413.
+    #[error("the request body is larger than the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
+    /// 415.
+    #[error("the request body must be JSON: send Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// 422: a value is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// 503.
+    #[error("{0}")]
+    NotReady(String),
+    /// 500: logged with its cause chain; the client sees no internals.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    /// A 404 for an unknown job.
+    pub fn job_not_found(job: &str) -> Self {
+        Self::NotFound {
+            code: "job_not_found",
+            message: format!("no job with id {job:?}"),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::Invalid(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.code),
+            Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// The contract's error body.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code.
+    pub code: String,
+    /// A human sentence saying what to fix.
+    pub message: String,
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let Self::Internal(cause) = &self {
+            tracing::error!(error = format!("{cause:#}"), "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+            },
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// A JSON request body: content type checked (415), size capped (413), syntax checked (400).
+/// What the value must contain is the handler's business (422).
+pub struct JsonBody(pub serde_json::Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(AppError::UnsupportedMediaType);
+        }
+        let limit = request
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(usize::MAX, |l| l.0);
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::PayloadTooLarge { limit }
+                } else {
+                    AppError::BadRequest {
+                        code: "unreadable_body",
+                        message: "the request body could not be read".to_owned(),
+                    }
+                }
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| AppError::BadRequest {
+                code: "malformed_json",
+                message: format!("the request body is not valid JSON: {e}"),
+            })
+    }
+}
+
+/// The body limit in force, recorded for error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| mime.trim().to_ascii_lowercase())
+        .is_some_and(|mime| {
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+}
+
+/// Query parameters, checked against the names a route accepts (unknown or repeated → 400).
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    /// Parses a raw query string, accepting only `allowed` names.
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, AppError> {
+        let mut params = HashMap::new();
+        for (name, value) in form_urlencoded_pairs(raw.unwrap_or("")) {
+            if !allowed.contains(&name.as_str()) {
+                return Err(AppError::BadRequest {
+                    code: "unknown_parameter",
+                    message: format!(
+                        "unknown query parameter {name:?}; this route accepts: {}",
+                        allowed.join(", ")
+                    ),
+                });
+            }
+            if params.insert(name.clone(), value).is_some() {
+                return Err(AppError::BadRequest {
+                    code: "repeated_parameter",
+                    message: format!("query parameter {name:?} is given more than once"),
+                });
+            }
+        }
+        Ok(Self(params))
+    }
+
+    /// A parameter's value.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// `limit`: default 100, 1..=1000.
+    pub fn limit(&self) -> Result<usize, AppError> {
+        match self.get("limit") {
+            None => Ok(100),
+            Some(raw) => match raw.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => Ok(n),
+                _ => Err(ValidationError::new(
+                    "limit",
+                    "out_of_range",
+                    format!("limit must be a whole number from 1 to 1000, got {raw:?}"),
+                )
+                .into()),
+            },
+        }
+    }
+
+    /// `cursor`, decoded.
+    pub fn cursor(&self) -> Result<Option<Vec<u8>>, AppError> {
+        self.get("cursor")
+            .map(|c| newsflow_core::cursor::decode(c).map_err(invalid_cursor))
+            .transpose()
+    }
+}
+
+/// A cursor this server did not issue (or no longer matches the route) is a malformed request.
+pub fn invalid_cursor(error: ValidationError) -> AppError {
+    AppError::BadRequest {
+        code: "invalid_cursor",
+        message: error.message,
+    }
+}
+
+fn form_urlencoded_pairs(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(name), percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let params = Params::parse(
+            Some("q=bitcoin+price&since=2026-11-20T08%3A00%3A00Z&job=a%2"),
+            &["q", "since", "job"],
+        )
+        .expect("valid");
+        assert_eq!(params.get("q"), Some("bitcoin price"));
+        assert_eq!(params.get("since"), Some("2026-11-20T08:00:00Z"));
+        assert_eq!(params.get("job"), Some("a%2"));
+    }
+
+    #[test]
+    fn unknown_repeated_and_out_of_range_parameters_are_refused() {
+        assert!(Params::parse(Some("colour=red"), &["limit"]).is_err());
+        assert!(Params::parse(Some("limit=1&limit=2"), &["limit"]).is_err());
+        for bad in ["0", "1001", "-1", "ten", ""] {
+            let params = Params::parse(Some(&format!("limit={bad}")), &["limit"]).expect("parses");
+            assert!(params.limit().is_err(), "{bad}");
+        }
+    }
+}

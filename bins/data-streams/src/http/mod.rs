@@ -1,0 +1,131 @@
+//! The HTTP API: routes, authentication, and the error shape for everything, including
+//! requests that never reach a handler.
+//!
+//! # Layout
+//! - [`error`]: `AppError`, the JSON body extractor and query parameter parsing.
+//! - [`jobs`]: create, list, read, start, stop, delete.
+//! - [`articles`]: latest complete batch, batches, one batch's articles, the feed.
+//! - [`ops`]: health, readiness, metrics, dead letters, OpenAPI.
+//! - [`views`]: the JSON shapes.
+//! - [`openapi`]: the generated OpenAPI document.
+
+pub mod articles;
+pub mod error;
+pub mod jobs;
+pub mod openapi;
+pub mod ops;
+pub mod views;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use subtle::ConstantTimeEq as _;
+
+use crate::control::Control;
+use crate::state::Shared;
+use error::{AppError, BodyLimit};
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    /// Store, NATS, metrics, cache.
+    pub shared: Arc<Shared>,
+    /// Ownership.
+    pub control: Arc<Control>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let limit = state.shared.max_body_bytes;
+    Router::new()
+        .route("/jobs", post(jobs::create).get(jobs::list))
+        .route("/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route("/jobs/{id}/start", post(jobs::start))
+        .route("/jobs/{id}/stop", post(jobs::stop))
+        .route("/jobs/{id}/articles", get(articles::latest))
+        .route("/jobs/{id}/batches", get(articles::batches))
+        .route(
+            "/jobs/{id}/batches/{batch_id}/articles",
+            get(articles::of_batch),
+        )
+        .route("/articles", get(articles::feed))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/dead-letters", get(ops::dead_letters))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::map_response(contract_errors))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(Extension(BodyLimit(limit)))
+        .with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::NotFound {
+        code: "route_not_found",
+        message: "no such route; GET /openapi.json lists them".to_owned(),
+    }
+}
+
+async fn method_not_allowed() -> AppError {
+    AppError::MethodNotAllowed
+}
+
+/// Every route but `/healthz` needs the bearer token when one is configured; compared in
+/// constant time.
+async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.shared.api_token {
+        if request.uri().path() != "/healthz" {
+            let given = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+                return AppError::Unauthorized.into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Errors produced outside the handlers (extractor rejections of path parameters, for one)
+/// come back in the contract's shape too.
+async fn contract_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !status.is_client_error() && !status.is_server_error() || is_json {
+        return response;
+    }
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge { limit: 0 },
+        StatusCode::NOT_FOUND => AppError::NotFound {
+            code: "not_found",
+            message: "not found".to_owned(),
+        },
+        StatusCode::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType,
+        s if s.is_server_error() => {
+            AppError::Internal(anyhow::anyhow!("an unexpected {s} without a body"))
+        }
+        _ => AppError::BadRequest {
+            code: "bad_request",
+            message: "the request is malformed".to_owned(),
+        },
+    };
+    let mut replaced = error.into_response();
+    *replaced.status_mut() = status;
+    replaced
+}

@@ -1,0 +1,130 @@
+//! The OpenAPI document, generated from the handlers' annotations and the response types, so
+//! it cannot drift from the code; a test checks the create body against the parser's fields.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The `POST /jobs` body. Parsing is done by `JobSpec::from_create_request`; this type only
+/// describes it (a test keeps the two in step).
+#[allow(dead_code)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"id":"bitcoin","endpoint":"everything","params":{"q":"bitcoin","language":"en"},"interval_secs":300,"max_pages":1,"page_size":100}))]
+pub struct CreateJobBody {
+    /// Generated when absent; 409 when taken.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,63}$", max_length = 64)]
+    id: Option<String>,
+    /// `everything` (default) or `top-headlines`.
+    endpoint: Option<newsflow_core::Endpoint>,
+    /// NewsAPI query parameters, checked against the endpoint's names and rules (everything:
+    /// q, qInTitle, searchIn, sources, domains, excludeDomains, from, to, language, sortBy and
+    /// one of q/qInTitle/sources/domains; top-headlines: country, category, sources, q, and one
+    /// of them; sources not with country/category). `apiKey`, `page` and `pageSize` are refused.
+    params: BTreeMap<String, String>,
+    /// Seconds between runs, default 300.
+    #[schema(minimum = 1, maximum = 86400)]
+    interval_secs: Option<u32>,
+    /// Pages per run at most, default 1.
+    #[schema(minimum = 1, maximum = 10)]
+    max_pages: Option<u32>,
+    /// Articles per page, default 100.
+    #[schema(minimum = 1, maximum = 100)]
+    page_size: Option<u32>,
+}
+
+/// The field names the create body schema documents.
+pub const CREATE_BODY_FIELDS: [&str; 6] = [
+    "id",
+    "endpoint",
+    "params",
+    "interval_secs",
+    "max_pages",
+    "page_size",
+];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "newsflow data-streams", description = "Jobs that fetch NewsAPI on a schedule, and the latest complete batch of each."),
+    paths(
+        super::jobs::create, super::jobs::list, super::jobs::get, super::jobs::start, super::jobs::stop, super::jobs::delete,
+        super::articles::latest, super::articles::batches, super::articles::of_batch, super::articles::feed,
+        super::ops::healthz, super::ops::readyz, super::ops::metrics, super::ops::dead_letters,
+    ),
+    components(schemas(super::error::ErrorBody, CreateJobBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as JSON, built once.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_route_is_documented() {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("valid JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        for route in [
+            "/jobs",
+            "/jobs/{id}",
+            "/jobs/{id}/start",
+            "/jobs/{id}/stop",
+            "/jobs/{id}/articles",
+            "/jobs/{id}/batches",
+            "/jobs/{id}/batches/{batch_id}/articles",
+            "/articles",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ] {
+            assert!(
+                paths.contains_key(route),
+                "{route} is missing from the OpenAPI document"
+            );
+        }
+        assert!(paths["/jobs/{id}"].get("delete").is_some());
+    }
+
+    #[test]
+    fn the_create_body_schema_matches_what_the_parser_accepts() {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("valid JSON");
+        let properties = doc["components"]["schemas"]["CreateJobBody"]["properties"]
+            .as_object()
+            .expect("properties");
+        let mut documented: Vec<&str> = properties.keys().map(String::as_str).collect();
+        documented.sort_unstable();
+        let mut accepted = CREATE_BODY_FIELDS.to_vec();
+        accepted.sort_unstable();
+        assert_eq!(documented, accepted);
+        // Every documented field is accepted by the parser, and an extra one is refused.
+        let body = serde_json::json!({"id":"a","endpoint":"everything","params":{"q":"x"},"interval_secs":1,"max_pages":1,"page_size":1});
+        assert!(newsflow_core::JobSpec::from_create_request(&body).is_ok());
+        let extra = serde_json::json!({"params":{"q":"x"},"surprise":1});
+        assert!(newsflow_core::JobSpec::from_create_request(&extra).is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! Operational routes: liveness, readiness, metrics, dead letters, the OpenAPI document.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+
+use super::error::{AppError, ErrorBody, Params};
+use super::AppState;
+use crate::store::DeadLetter;
+
+/// `{"status":"ok"}`.
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// Readiness and what it depends on.
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// NATS connected.
+    pub nats_connected: bool,
+    /// The durable consumer is bound.
+    pub consumer_bound: bool,
+    /// The store is open.
+    pub store_open: bool,
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "ops", security(()), responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+/// Readiness: NATS connected, consumer bound, store open.
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness), (status = 401, body = ErrorBody), (status = 503, body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let nats_connected = state.shared.nats_connected();
+    let consumer_bound = state.shared.consumer_bound.load(Ordering::Relaxed);
+    let ready = nats_connected && consumer_bound;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" }.to_owned(),
+        nats_connected,
+        consumer_bound,
+        store_open: true,
+    };
+    (status, Json(body))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, body = ErrorBody)))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let shared = &state.shared;
+    let gauges = [
+        (
+            "newsflow_jobs",
+            "Jobs stored.",
+            shared.store.job_count() as u64,
+        ),
+        (
+            "newsflow_workers_alive",
+            "Workers heard from recently.",
+            state.control.alive_count() as u64,
+        ),
+        (
+            "newsflow_consumer_bound",
+            "1 when the durable consumer is bound.",
+            u64::from(shared.consumer_bound.load(Ordering::Relaxed)),
+        ),
+        (
+            "newsflow_nats_connected",
+            "1 when NATS is connected.",
+            u64::from(shared.nats_connected()),
+        ),
+        (
+            "newsflow_store_bytes",
+            "Bytes the sled store occupies on disk.",
+            shared.store.size_on_disk(),
+        ),
+    ];
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(&gauges),
+    )
+}
+
+/// `{"dead_letters":[..]}`.
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct DeadLetters {
+    /// Poison messages, oldest first.
+    pub dead_letters: Vec<DeadLetter>,
+    /// The cursor of the next page; null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Poison stream messages kept for inspection.
+#[utoipa::path(get, path = "/dead-letters", tag = "ops", params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = DeadLetters), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn dead_letters(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<DeadLetters>, AppError> {
+    let params = Params::parse(query.as_deref(), &["limit", "cursor"])?;
+    let limit = params.limit()?;
+    let after = params.cursor()?;
+    let (dead_letters, next) = state
+        .shared
+        .store
+        .dead_letters_page(after.as_deref(), limit)?;
+    Ok(Json(DeadLetters {
+        dead_letters,
+        next_cursor: next.map(|k| newsflow_core::cursor::encode(&k)),
+    }))
+}
+
+/// The OpenAPI document, generated from the handlers and types.
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::document(),
+    )
+}

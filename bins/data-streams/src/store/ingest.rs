@@ -1,0 +1,512 @@
+//! The one writer of stream data: turns stream messages into stored batches, promotes complete
+//! batches, keeps poison messages, and deletes jobs between message groups.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context as _;
+use newsflow_core::{
+    Article, ArticleMessage, BatchId, BatchMarker, JobId, JobSpec, JobState, Promotion,
+};
+use newsflow_nats::subjects::{self, DataKind};
+
+use super::{
+    article_key, batch_key, decode, encode, job_prefix, prefix_end, BatchRecord, DeadLetter,
+    JobRecord, JobStatus, LastError, LatestBatch, MarkerRecord, Store,
+};
+
+/// The largest seq accepted from the stream (10 pages of 100 is 1,000; external publishers get
+/// room, but not enough to make a marker's count scan unbounded).
+pub const MAX_SEQ: u32 = 100_000;
+/// How many poison messages are kept; older ones are dropped first.
+const MAX_DEAD_LETTERS: usize = 10_000;
+const MAX_DEAD_LETTER_PAYLOAD: usize = 4096;
+
+/// A stream message, understood.
+#[derive(Debug)]
+pub enum Parsed {
+    /// An article of a batch.
+    Article {
+        /// The job.
+        job: JobId,
+        /// The batch.
+        batch: BatchId,
+        /// Its place in the batch.
+        seq: u32,
+        /// The article as the HTTP API serves it, serialized once here.
+        json: Vec<u8>,
+    },
+    /// A batch's end marker.
+    Marker {
+        /// The marker.
+        marker: BatchMarker,
+        /// The job's spec, when the publisher attached it.
+        spec: Option<JobSpec>,
+    },
+    /// Not something this stream should hold.
+    Poison(String),
+}
+
+/// Parses one stream message: subject first, then the payload, which must agree with it.
+pub fn parse(subject: &str, spec_header: Option<&str>, payload: &[u8]) -> Parsed {
+    let Some(data) = subjects::parse_data(subject) else {
+        return Parsed::Poison(
+            "subject is not news.articles.<job_id>.<batch_id> or news.batches.<job_id>.<batch_id>"
+                .to_owned(),
+        );
+    };
+    match data.kind {
+        DataKind::Article => {
+            let message: ArticleMessage = match serde_json::from_slice(payload) {
+                Ok(message) => message,
+                Err(e) => return Parsed::Poison(format!("article payload is not valid: {e}")),
+            };
+            let mut article = message.article;
+            if article.job_id != data.job || article.batch_id != data.batch {
+                return Parsed::Poison(
+                    "article's job_id/batch_id disagree with its subject".to_owned(),
+                );
+            }
+            if message.seq >= MAX_SEQ {
+                return Parsed::Poison(format!(
+                    "article seq {} is above the limit {MAX_SEQ}",
+                    message.seq
+                ));
+            }
+            article.id = newsflow_core::ArticleId::from_url(&article.url);
+            match serde_json::to_vec(&article) {
+                Ok(json) => Parsed::Article {
+                    job: data.job,
+                    batch: data.batch,
+                    seq: message.seq,
+                    json,
+                },
+                Err(e) => Parsed::Poison(format!("article cannot be re-encoded: {e}")),
+            }
+        }
+        DataKind::Marker => {
+            let marker: BatchMarker = match serde_json::from_slice(payload) {
+                Ok(marker) => marker,
+                Err(e) => return Parsed::Poison(format!("marker payload is not valid: {e}")),
+            };
+            if marker.job_id != data.job || marker.batch_id != data.batch {
+                return Parsed::Poison(
+                    "marker's job_id/batch_id disagree with its subject".to_owned(),
+                );
+            }
+            if marker.article_count > MAX_SEQ {
+                return Parsed::Poison(format!(
+                    "marker article_count {} is above the limit {MAX_SEQ}",
+                    marker.article_count
+                ));
+            }
+            let spec = spec_header
+                .and_then(|text| serde_json::from_str::<JobSpec>(text).ok())
+                .filter(|spec| spec.id() == &marker.job_id);
+            Parsed::Marker { marker, spec }
+        }
+    }
+}
+
+/// What applying a message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// An article was stored (or was already).
+    Article,
+    /// A marker was recorded with this decision.
+    Marker(Promotion, JobId),
+    /// The job was deleted after this batch started: dropped.
+    Deleted,
+}
+
+/// The ingest writer's state.
+pub struct Ingest {
+    store: Store,
+    tombstones: HashMap<JobId, u64>,
+    known_batches: HashSet<Vec<u8>>,
+    dead_letter_count: usize,
+}
+
+impl Ingest {
+    /// Starts writing to `store`.
+    pub fn new(store: Store) -> anyhow::Result<Self> {
+        let mut tombstones = HashMap::new();
+        for entry in store.tombstones.iter() {
+            let (key, value) = entry.context("reading tombstones")?;
+            if let (Ok(job), Ok(bytes)) = (
+                JobId::parse(&String::from_utf8_lossy(&key)),
+                <[u8; 8]>::try_from(value.as_ref()),
+            ) {
+                tombstones.insert(job, u64::from_be_bytes(bytes));
+            }
+        }
+        let dead_letter_count = store.dead_letters.len();
+        Ok(Self {
+            store,
+            tombstones,
+            known_batches: HashSet::new(),
+            dead_letter_count,
+        })
+    }
+
+    /// Applies one parsed message (not a poison one). Not durable until the store is flushed.
+    pub fn apply(&mut self, parsed: Parsed) -> anyhow::Result<Applied> {
+        match parsed {
+            Parsed::Article {
+                job,
+                batch,
+                seq,
+                json,
+            } => {
+                if self.is_deleted(&job, batch) {
+                    return Ok(Applied::Deleted);
+                }
+                self.ensure_batch(&job, batch, None)?;
+                self.store
+                    .articles
+                    .insert(article_key(&job, batch, seq), json)
+                    .context("storing an article")?;
+                Ok(Applied::Article)
+            }
+            Parsed::Marker { marker, spec } => {
+                if self.is_deleted(&marker.job_id, marker.batch_id) {
+                    return Ok(Applied::Deleted);
+                }
+                self.apply_marker(&marker, spec)
+            }
+            Parsed::Poison(reason) => anyhow::bail!("a poison message reached apply: {reason}"),
+        }
+    }
+
+    fn is_deleted(&self, job: &JobId, batch: BatchId) -> bool {
+        self.tombstones
+            .get(job)
+            .is_some_and(|&deleted_at| batch.timestamp_ms() <= deleted_at)
+    }
+
+    fn ensure_batch(
+        &mut self,
+        job: &JobId,
+        batch: BatchId,
+        started_at: Option<time::OffsetDateTime>,
+    ) -> anyhow::Result<()> {
+        let key = batch_key(job, batch);
+        if self.known_batches.contains(&key) {
+            return Ok(());
+        }
+        if self
+            .store
+            .batches
+            .get(&key)
+            .context("reading a batch")?
+            .is_none()
+        {
+            let started_at = started_at.unwrap_or_else(|| {
+                time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(batch.timestamp_ms()) * 1_000_000,
+                )
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+            });
+            self.store
+                .batches
+                .insert(
+                    &key,
+                    encode(&BatchRecord {
+                        started_at,
+                        marker: None,
+                    })?,
+                )
+                .context("storing a batch")?;
+        }
+        if self.known_batches.len() > 100_000 {
+            self.known_batches.clear();
+        }
+        self.known_batches.insert(key);
+        Ok(())
+    }
+
+    fn apply_marker(
+        &mut self,
+        marker: &BatchMarker,
+        spec: Option<JobSpec>,
+    ) -> anyhow::Result<Applied> {
+        let job = &marker.job_id;
+        let stored = if marker.article_count == 0 {
+            0
+        } else {
+            let from = article_key(job, marker.batch_id, 0);
+            let to = article_key(job, marker.batch_id, marker.article_count);
+            self.store.articles.range(from..to).keys().count() as u32
+        };
+        let mut status: JobStatus = self.store.job_status(job)?;
+        let decision = Promotion::decide(marker, stored, status.latest.map(|latest| latest.id));
+        self.ensure_batch(job, marker.batch_id, Some(marker.started_at))?;
+        let record = BatchRecord {
+            started_at: marker.started_at,
+            marker: Some(MarkerRecord {
+                said: marker.status,
+                status: decision.status(),
+                article_count: marker.article_count,
+                stored,
+                finished_at: marker.finished_at,
+                error: marker.error.clone(),
+            }),
+        };
+        self.store
+            .batches
+            .insert(batch_key(job, marker.batch_id), encode(&record)?)
+            .context("storing a batch marker")?;
+        let failure = match decision {
+            Promotion::Promote => {
+                self.index_batch(job, marker.batch_id)?;
+                status.latest = Some(LatestBatch {
+                    id: marker.batch_id,
+                    completed_at: marker.finished_at,
+                    article_count: marker.article_count,
+                });
+                None
+            }
+            Promotion::Superseded => None,
+            Promotion::Failed => {
+                let error = marker.error.clone().unwrap_or_else(|| {
+                    newsflow_core::ErrorInfo::new("failed", "the run failed without saying why")
+                });
+                Some((error.code, error.message))
+            }
+            Promotion::CountMismatch { expected, stored } => Some((
+                "incomplete_batch".to_owned(),
+                format!(
+                    "the batch's marker counts {expected} articles but {stored} reached the store"
+                ),
+            )),
+        };
+        if let Some((code, message)) = failure {
+            if status
+                .last_error
+                .as_ref()
+                .is_none_or(|last| last.at <= marker.finished_at)
+            {
+                status.last_error = Some(LastError {
+                    at: marker.finished_at,
+                    code,
+                    message,
+                });
+            }
+        }
+        self.store
+            .job_status
+            .insert(job.as_str(), encode(&status)?)
+            .context("storing a job status")?;
+        if let Some(spec) = spec {
+            self.recreate_lost_job(spec, marker)?;
+        }
+        Ok(Applied::Marker(decision, job.clone()))
+    }
+
+    /// A marker for a job the store does not know (and did not delete): the store was lost
+    /// or rebuilt. The spec the publisher attached brings the job back, stopped, so an
+    /// operator decides whether it runs again.
+    fn recreate_lost_job(&self, spec: JobSpec, marker: &BatchMarker) -> anyhow::Result<()> {
+        if self.tombstones.contains_key(spec.id()) {
+            return Ok(());
+        }
+        let record = JobRecord {
+            spec,
+            state: JobState::Stopped,
+            worker: None,
+            created_at: marker.started_at,
+            updated_at: newsflow_core::now_utc(),
+        };
+        if self.store.create_job(&record)? {
+            tracing::info!(job = %record.spec.id(), "recreated a job known only from the stream (stopped)");
+        }
+        Ok(())
+    }
+
+    /// Puts a newly complete batch's articles into the cross-job feed, replacing the job's
+    /// older copy of each URL.
+    fn index_batch(&mut self, job: &JobId, batch: BatchId) -> anyhow::Result<()> {
+        let prefix = batch_key(job, batch);
+        for entry in self
+            .store
+            .articles
+            .range(prefix.clone()..prefix_end(&prefix))
+        {
+            let (_, json) = entry.context("reading a batch's articles")?;
+            let article: Article = decode(&json, "article")?;
+            let id = hex_id(&article)?;
+            let mut feed_key = Vec::with_capacity(24 + job.as_str().len());
+            feed_key.extend_from_slice(&rev_time(article.sort_time()).to_be_bytes());
+            feed_key.extend_from_slice(&id);
+            feed_key.extend_from_slice(job.as_str().as_bytes());
+            let mut ref_key = job_prefix(job);
+            ref_key.extend_from_slice(&id);
+            if let Some(old) = self
+                .store
+                .feed_ref
+                .insert(&ref_key, feed_key.as_slice())
+                .context("indexing an article")?
+            {
+                if old.as_ref() != feed_key.as_slice() {
+                    self.store
+                        .feed
+                        .remove(old)
+                        .context("replacing an indexed article")?;
+                }
+            }
+            self.store
+                .feed
+                .insert(feed_key, json)
+                .context("indexing an article")?;
+        }
+        Ok(())
+    }
+
+    /// Keeps a poison message for inspection.
+    pub fn dead_letter(
+        &mut self,
+        stream_seq: u64,
+        subject: &str,
+        reason: &str,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
+        let cut = &payload[..payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
+        let letter = DeadLetter {
+            stream_seq,
+            subject: subject.chars().take(512).collect(),
+            reason: reason.chars().take(1024).collect(),
+            payload: String::from_utf8_lossy(cut).into_owned(),
+            at: newsflow_core::now_utc(),
+        };
+        if self
+            .store
+            .dead_letters
+            .insert(stream_seq.to_be_bytes(), encode(&letter)?)
+            .context("keeping a poison message")?
+            .is_none()
+        {
+            self.dead_letter_count += 1;
+        }
+        while self.dead_letter_count > MAX_DEAD_LETTERS {
+            if self
+                .store
+                .dead_letters
+                .pop_min()
+                .context("trimming poison messages")?
+                .is_none()
+            {
+                break;
+            }
+            self.dead_letter_count -= 1;
+        }
+        Ok(())
+    }
+
+    /// Deletes a job and everything stored for it, and drops its stream data from batches
+    /// that started before now. Flushed before returning.
+    pub async fn delete_job(&mut self, job: &JobId) -> anyhow::Result<bool> {
+        let deleted_at =
+            u64::try_from(newsflow_core::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        self.store
+            .tombstones
+            .insert(job.as_str(), &deleted_at.to_be_bytes())
+            .context("writing a tombstone")?;
+        self.tombstones.insert(job.clone(), deleted_at);
+        let prefix = job_prefix(job);
+        for (tree, what) in [
+            (&self.store.batches, "batches"),
+            (&self.store.articles, "articles"),
+        ] {
+            for key in tree.range(prefix.clone()..prefix_end(&prefix)).keys() {
+                tree.remove(key.with_context(|| format!("listing a job's {what}"))?)
+                    .with_context(|| format!("deleting a job's {what}"))?;
+            }
+        }
+        for entry in self
+            .store
+            .feed_ref
+            .range(prefix.clone()..prefix_end(&prefix))
+        {
+            let (ref_key, feed_key) = entry.context("listing a job's feed entries")?;
+            self.store
+                .feed
+                .remove(feed_key)
+                .context("deleting a feed entry")?;
+            self.store
+                .feed_ref
+                .remove(ref_key)
+                .context("deleting a feed reference")?;
+        }
+        self.known_batches.retain(|key| !key.starts_with(&prefix));
+        self.store
+            .job_status
+            .remove(job.as_str())
+            .context("deleting a job status")?;
+        let existed = self
+            .store
+            .jobs
+            .remove(job.as_str())
+            .context("deleting a job")?
+            .is_some();
+        self.store.flush().await?;
+        Ok(existed)
+    }
+}
+
+/// Order-preserving map of a signed time to an unsigned key, reversed so newer sorts first.
+pub(super) fn rev_time(unix_secs: i64) -> u64 {
+    u64::MAX - (unix_secs as u64 ^ (1 << 63))
+}
+
+/// The inverse of [`rev_time`].
+pub(super) fn from_rev_time(rev: u64) -> i64 {
+    ((u64::MAX - rev) ^ (1 << 63)) as i64
+}
+
+fn hex_id(article: &Article) -> anyhow::Result<[u8; 16]> {
+    let text = article.id.as_str().as_bytes();
+    let mut out = [0u8; 16];
+    anyhow::ensure!(text.len() == 32, "an article id is not 32 hex digits");
+    for (i, pair) in text.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).context("article id")?;
+        out[i] = u8::from_str_radix(s, 16).context("article id")?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reversed_times_sort_newest_first_and_round_trip() {
+        for (older, newer) in [(-5i64, 3i64), (0, 1), (1_700_000_000, 1_800_000_000)] {
+            assert!(rev_time(newer) < rev_time(older));
+            assert_eq!(from_rev_time(rev_time(older)), older);
+        }
+    }
+
+    #[test]
+    fn garbage_and_mismatched_messages_are_poison() {
+        let batch = BatchId::generate();
+        assert!(matches!(
+            parse("news.other.x", None, b"{}"),
+            Parsed::Poison(_)
+        ));
+        assert!(matches!(
+            parse(&format!("news.articles.j.{batch}"), None, b"not json"),
+            Parsed::Poison(_)
+        ));
+        assert!(matches!(
+            parse(&format!("news.batches.j.{batch}"), None, b"{\"job_id\":1}"),
+            Parsed::Poison(_)
+        ));
+        let other = BatchId::generate();
+        let marker = format!(
+            r#"{{"job_id":"j","batch_id":"{other}","status":"complete","article_count":0,"started_at":"2026-11-20T08:00:00Z","finished_at":"2026-11-20T08:00:01Z","error":null}}"#
+        );
+        assert!(matches!(
+            parse(&format!("news.batches.j.{batch}"), None, marker.as_bytes()),
+            Parsed::Poison(_)
+        ));
+    }
+}

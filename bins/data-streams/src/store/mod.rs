@@ -1,0 +1,164 @@
+//! The sled store: jobs, batches, articles and the cross-job feed, with one writer for stream
+//! data (the ingest task) so deletes and ingest never interleave.
+//!
+//! Trees and keys (job ids never contain a NUL byte, so `job\0` is an unambiguous prefix):
+//! - `jobs`: `job` → [`JobRecord`] (desired state, spec, owner), written by the API.
+//! - `job_status`: `job` → [`JobStatus`] (latest complete batch, last error), written by ingest.
+//! - `batches`: `job\0batch(16)` → [`BatchRecord`].
+//! - `articles`: `job\0batch(16)seq(4)` → the article's HTTP JSON.
+//! - `feed`: `rev_time(8)article(16)job` → the article's HTTP JSON, newest first.
+//! - `feed_ref`: `job\0article(16)` → its `feed` key, to replace or delete it.
+//! - `tombstones`: `job` → deletion time (ms): stream data of older batches is dropped.
+//! - `dead_letters`: `stream_seq(8)` → a poison message kept for inspection.
+
+pub mod ingest;
+mod jobs;
+mod read;
+mod records;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use newsflow_core::{BatchId, JobId};
+
+pub use ingest::{Ingest, Parsed};
+pub use read::{ArticlePage, FeedFilter};
+pub use records::{
+    BatchRecord, DeadLetter, JobRecord, JobStatus, LastError, LatestBatch, MarkerRecord, WorkerRef,
+};
+
+/// The store's trees.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    jobs: sled::Tree,
+    job_status: sled::Tree,
+    batches: sled::Tree,
+    articles: sled::Tree,
+    feed: sled::Tree,
+    feed_ref: sled::Tree,
+    tombstones: sled::Tree,
+    dead_letters: sled::Tree,
+    job_lock: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("creating the data directory {}", path.display()))?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(256 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()
+            .with_context(|| format!("opening the sled store at {}", path.display()))?;
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .with_context(|| format!("opening the sled tree {name}"))
+        };
+        Ok(Self {
+            jobs: tree("jobs")?,
+            job_status: tree("job_status")?,
+            batches: tree("batches")?,
+            articles: tree("articles")?,
+            feed: tree("feed")?,
+            feed_ref: tree("feed_ref")?,
+            tombstones: tree("tombstones")?,
+            dead_letters: tree("dead_letters")?,
+            db,
+            job_lock: Default::default(),
+        })
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        self.db
+            .flush_async()
+            .await
+            .context("flushing the sled store")?;
+        Ok(())
+    }
+
+    /// Empties everything derived from the stream (keeping jobs and tombstones), for a rebuild.
+    pub fn clear_stream_data(&self) -> anyhow::Result<()> {
+        for tree in [
+            &self.job_status,
+            &self.batches,
+            &self.articles,
+            &self.feed,
+            &self.feed_ref,
+            &self.dead_letters,
+        ] {
+            tree.clear().context("clearing a sled tree for a rebuild")?;
+        }
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// `job\0`.
+fn job_prefix(job: &JobId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(job.as_str().len() + 1);
+    key.extend_from_slice(job.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+/// `job\0batch`.
+fn batch_key(job: &JobId, batch: BatchId) -> Vec<u8> {
+    let mut key = job_prefix(job);
+    key.extend_from_slice(&batch.to_bytes());
+    key
+}
+
+/// `job\0batch seq`.
+fn article_key(job: &JobId, batch: BatchId, seq: u32) -> Vec<u8> {
+    let mut key = batch_key(job, batch);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The key just past every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> anyhow::Result<T> {
+    serde_json::from_slice(bytes).with_context(|| format!("decoding a stored {what}"))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
+    serde_json::to_vec(value).context("encoding a record")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_bounds_every_key_with_the_prefix() {
+        assert_eq!(prefix_end(b"ab\0"), b"ab\x01".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert!(
+            prefix_end(b"job\0").as_slice()
+                > article_key(
+                    &JobId::parse("job").expect("valid"),
+                    BatchId::generate(),
+                    u32::MAX
+                )
+                .as_slice()
+        );
+    }
+}
