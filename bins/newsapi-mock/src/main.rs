@@ -1,1 +1,116 @@
-fn main() {}
+//! `newsapi-mock`: parses flags, sets up logging and runs the server until SIGINT or SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use newsapi_mock::{Config, FaultSpec};
+use tracing_subscriber::EnvFilter;
+
+/// A NewsAPI v2 compatible mock server with deterministic articles and injectable faults.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, env = "MOCK_ADDR", default_value = "127.0.0.1:8081")]
+    addr: String,
+    /// The API key the mock accepts.
+    #[arg(
+        long,
+        env = "MOCK_API_KEY",
+        default_value = "demo-key",
+        hide_env_values = true
+    )]
+    api_key: String,
+    /// Results of every query; by default 120..=400, derived from the query.
+    #[arg(long, env = "MOCK_TOTAL_RESULTS")]
+    total_results: Option<u32>,
+    /// The plan's result cap: asking past it is a 426 `maximumResultsReached`.
+    #[arg(long, env = "MOCK_MAX_RESULTS", default_value_t = 100)]
+    max_results: u32,
+    /// Milliseconds added to every /v2 response.
+    #[arg(long, env = "MOCK_LATENCY_MS", default_value_t = 0)]
+    latency_ms: u64,
+    /// A fault to queue at start, `kind[:times]` (e.g. `rate_limited:3`); repeatable.
+    #[arg(long = "fault", env = "MOCK_FAULTS", value_delimiter = ',')]
+    faults: Vec<FaultSpec>,
+    /// Seed of the generated articles.
+    #[arg(long, env = "MOCK_SEED", default_value_t = 0)]
+    seed: u64,
+    /// Every this many seconds a new article tops every result list; 0 is never.
+    #[arg(long, env = "MOCK_ROTATE_SECS", default_value_t = 0)]
+    rotate_secs: u64,
+    /// Log line format; the level comes from RUST_LOG.
+    #[arg(long, env = "MOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+
+    let listener = tokio::net::TcpListener::bind(&cli.addr)
+        .await
+        .with_context(|| format!("binding {}", cli.addr))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    println!("newsapi-mock listening on http://{addr}");
+
+    let config = Config {
+        api_key: Some(cli.api_key),
+        total_results: cli.total_results,
+        max_results: cli.max_results,
+        faults: cli.faults,
+        latency: Duration::from_millis(cli.latency_ms),
+        seed: cli.seed,
+        rotate_every: (cli.rotate_secs > 0).then(|| Duration::from_secs(cli.rotate_secs)),
+    };
+    newsapi_mock::run(config, listener, shutdown_signal()).await
+}
+
+/// Logs go to stderr so stdout carries only the listening line.
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on SIGINT or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "listening for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "listening for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

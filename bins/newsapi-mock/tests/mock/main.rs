@@ -1,0 +1,7 @@
+//! Black-box tests: a real server on a free port, spoken to over HTTP.
+
+mod binary;
+mod control;
+mod faults;
+mod protocol;
+mod support;
