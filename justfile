@@ -1,0 +1,44 @@
+# newsflow recipes. On a fresh machine run them through ./dev (it installs nats-server and just).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Test threads: each test starts its own nats-server and processes.
+test_threads := env_var_or_default("TEST_THREADS", "4")
+
+default:
+    @just --list
+
+# Run the whole system on its defaults with a demo job against the bundled mock API.
+demo:
+    cargo build --release --bins
+    bash scripts/demo.sh
+
+# Run every test: unit tests, black-box tests against real nats-server and processes.
+test:
+    cargo build --workspace --bins
+    cargo test --workspace -- --test-threads={{test_threads}}
+
+# What CI runs: formatting, lints, then every test.
+ci:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    just test
+
+# Lints.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmark against ceilings measured in the same run (`just bench --quick` for a small run).
+bench *args:
+    cargo build --release --bins -p newsflow-bench
+    target/release/newsflow-bench {{args}}
+
+# Repeat the kill cycles of the fault suite many times and print the figures.
+soak cycles="20":
+    cargo build --workspace --bins
+    SOAK_CYCLES={{cycles}} cargo test -p newsflow-tests --test soak -- --ignored --nocapture
+
+# Property-based fuzzing of the parsers of untrusted bytes, for a bounded time.
+fuzz cases="200000":
+    PROPTEST_CASES={{cases}} cargo test --release -p newsflow-core -p newsflow-nats -p data-streams -- --test-threads=2 never_panic
