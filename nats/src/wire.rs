@@ -172,9 +172,14 @@ pub struct Heartbeat {
 /// Why a command payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
-    /// Larger than [`MAX_COMMAND_BYTES`].
-    #[error("payload is {0} bytes; the limit is {MAX_COMMAND_BYTES}")]
-    TooLarge(usize),
+    /// Larger than the cap.
+    #[error("payload is {size} bytes; the limit is {cap}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        cap: usize,
+    },
     /// Not the expected JSON.
     #[error("payload is not a valid command: {0}")]
     Invalid(String),
@@ -184,16 +189,30 @@ impl PayloadError {
     /// The error as an `ok:false` ack carries it.
     pub fn to_info(&self) -> ErrorInfo {
         match self {
-            Self::TooLarge(_) => ErrorInfo::new("payload_too_large", self.to_string()),
+            Self::TooLarge { .. } => ErrorInfo::new("payload_too_large", self.to_string()),
             Self::Invalid(_) => ErrorInfo::new("invalid_payload", self.to_string()),
         }
     }
 }
 
+/// The largest heartbeat accepted: a worker with tens of thousands of jobs lists them all.
+pub const MAX_HEARTBEAT_BYTES: usize = 1024 * 1024;
+
 /// Parses a command payload from the network: size-capped, then strict JSON.
 pub fn parse_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, PayloadError> {
-    if payload.len() > MAX_COMMAND_BYTES {
-        return Err(PayloadError::TooLarge(payload.len()));
+    parse_capped(payload, MAX_COMMAND_BYTES)
+}
+
+/// Parses a payload with its own size cap.
+pub fn parse_capped<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    cap: usize,
+) -> Result<T, PayloadError> {
+    if payload.len() > cap {
+        return Err(PayloadError::TooLarge {
+            size: payload.len(),
+            cap,
+        });
     }
     serde_json::from_slice(payload).map_err(|e| PayloadError::Invalid(e.to_string()))
 }

@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 use newsflow_core::{JobId, JobState};
 use newsflow_nats::command::{self, CommandError};
 use newsflow_nats::subjects;
-use newsflow_nats::wire::{parse_payload, Ack, Heartbeat, StartJob, WorkerId};
+use newsflow_nats::wire::{parse_capped, Ack, Heartbeat, StartJob, WorkerId, MAX_HEARTBEAT_BYTES};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::{Metrics, Shared};
@@ -241,7 +241,8 @@ impl Control {
     /// One reconciliation pass: every running job without a live owner that runs it is
     /// (re)started on some worker.
     async fn reconcile(self: &Arc<Self>, shared: &Arc<Shared>) {
-        if !shared.nats_connected() {
+        // With no live worker a start has no taker; a worker's first heartbeat ends this.
+        if !shared.nats_connected() || self.alive_count() == 0 {
             return;
         }
         let jobs = match shared.store.all_jobs() {
@@ -300,7 +301,7 @@ pub async fn run_heartbeats(
             () = shutdown.cancelled() => return,
             message = subscription.next() => match message { Some(m) => m, None => return },
         };
-        match parse_payload::<Heartbeat>(&message.payload) {
+        match parse_capped::<Heartbeat>(&message.payload, MAX_HEARTBEAT_BYTES) {
             Ok(heartbeat) => control.on_heartbeat(&shared, heartbeat),
             Err(error) => {
                 shared
