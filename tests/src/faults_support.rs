@@ -1,0 +1,23 @@
+//! Fault-injection helpers for `tests/faults.rs` and `tests/soak.rs`: count what JetStream
+//! acknowledged, then check that data-streams stores every one of those exactly once.
+//!
+//! # Layout
+//! - [`ledger`]: a conforming publisher of synthetic batches that records every server ack.
+//! - [`stream`]: reading the whole `NEWS` stream, the durable consumer's progress, metrics.
+//! - [`audit`]: the stream (what was acknowledged) against what data-streams serves.
+//! - [`watch`]: background observers: mock request times, heartbeats, a partial-batch reader.
+//! - [`spawn`]: programs started with flags the `System` does not give, and store corruption.
+
+pub mod audit;
+pub mod ledger;
+pub mod spawn;
+pub mod stream;
+pub mod watch;
+
+pub use audit::{audit, Audit};
+pub use ledger::{spawn_publisher, synthetic_articles, Ledger, PublisherHandle};
+pub use spawn::{corrupt_files_under, spawn_data_streams_unready, spawn_worker_with};
+pub use stream::{
+    consumer_info, metric, read_stream, wait_until_ingested, StreamRecord, INGEST_WITHIN,
+};
+pub use watch::{BatchReader, HeartbeatLog, MockTimeline, ReaderFigures};

@@ -1,0 +1,349 @@
+//! Observers running in the background while a test injects faults: when the mock received
+//! each request, which worker announced which jobs, and what readers of the latest batch saw.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use newsflow_nats::subjects;
+use newsflow_nats::wire::Heartbeat;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::task::JoinHandle;
+
+use crate::bus::Bus;
+use crate::mock::MockClient;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One `/v2/*` request the mock answered.
+#[derive(Debug, Clone)]
+pub struct MockRequest {
+    /// When the mock recorded it (exact when requests came one per poll, else `None`).
+    pub at: Option<OffsetDateTime>,
+    /// Its status (`"200"`, `"429"`...).
+    pub status: String,
+}
+
+/// The mock's requests in order, reconstructed by polling `GET /__mock/stats` every 10 ms.
+#[derive(Debug)]
+pub struct MockTimeline {
+    requests: Arc<Mutex<Vec<MockRequest>>>,
+    task: JoinHandle<()>,
+}
+
+impl MockTimeline {
+    /// Starts polling `mock` (whose counters should start at zero).
+    pub fn start(mock: &MockClient) -> Self {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let url = format!("{}/__mock/stats", mock.base());
+        let sink = requests.clone();
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut count = 0u64;
+            let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+            loop {
+                if let Ok(stats) = fetch_json(&http, &url).await {
+                    let now = stats["requests"].as_u64().unwrap_or(count);
+                    if now > count {
+                        let current: BTreeMap<String, u64> = stats["by_status"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                            .collect();
+                        let at = (now == count + 1)
+                            .then(|| stats["last_request_at"].as_str().and_then(parse_time))
+                            .flatten();
+                        let mut sink = lock(&sink);
+                        for (status, n) in &current {
+                            let before = by_status.get(status).copied().unwrap_or(0);
+                            for _ in before..*n {
+                                sink.push(MockRequest {
+                                    at,
+                                    status: status.clone(),
+                                });
+                            }
+                        }
+                        count = now;
+                        by_status = current;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Self { requests, task }
+    }
+
+    /// The requests so far, oldest first.
+    pub fn requests(&self) -> Vec<MockRequest> {
+        lock(&self.requests).clone()
+    }
+
+    /// The gaps between consecutive requests whose times are known, with their statuses.
+    pub fn gaps(&self) -> Vec<(String, String, Duration)> {
+        self.requests()
+            .windows(2)
+            .filter_map(|pair| {
+                let (a, b) = (pair[0].at?, pair[1].at?);
+                let gap = Duration::try_from(b - a).unwrap_or(Duration::ZERO);
+                Some((pair[0].status.clone(), pair[1].status.clone(), gap))
+            })
+            .collect()
+    }
+}
+
+impl Drop for MockTimeline {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn fetch_json(http: &reqwest::Client, url: &str) -> Result<Value, reqwest::Error> {
+    http.get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?
+        .json()
+        .await
+}
+
+fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Every heartbeat published, with when the test received it.
+#[derive(Debug)]
+pub struct HeartbeatLog {
+    beats: Arc<Mutex<Vec<(Instant, Heartbeat)>>>,
+    task: JoinHandle<()>,
+}
+
+impl HeartbeatLog {
+    /// Subscribes to heartbeats (flushed, so nothing published after this is missed).
+    pub async fn start(bus: &Bus) -> Self {
+        let mut subscriber = bus.subscribe(subjects::HEARTBEAT).await;
+        let beats = Arc::new(Mutex::new(Vec::new()));
+        let sink = beats.clone();
+        let task = tokio::spawn(async move {
+            while let Some(message) = subscriber.next().await {
+                if let Ok(beat) = serde_json::from_slice::<Heartbeat>(&message.payload) {
+                    lock(&sink).push((Instant::now(), beat));
+                }
+            }
+        });
+        Self { beats, task }
+    }
+
+    /// Heartbeats received at or after `since`.
+    pub fn since(&self, since: Instant) -> Vec<(Instant, Heartbeat)> {
+        lock(&self.beats)
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for a heartbeat received after `since` that satisfies `pred`; returns it.
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        what: &str,
+        since: Instant,
+        pred: impl Fn(&Heartbeat) -> bool,
+    ) -> (Instant, Heartbeat) {
+        crate::poll::wait_for(within, what, || async {
+            self.since(since).into_iter().find(|(_, beat)| pred(beat))
+        })
+        .await
+    }
+
+    /// Two workers announcing `job` at the same time since `since`: at each heartbeat, the
+    /// workers whose latest heartbeat (received within `live` before it) lists the job.
+    pub fn double_ownership(&self, job: &str, since: Instant, live: Duration) -> Option<String> {
+        let mut latest: BTreeMap<String, (Instant, bool)> = BTreeMap::new();
+        for (at, beat) in self.since(since) {
+            let lists = beat.jobs.iter().any(|j| j.as_str() == job);
+            latest.insert(beat.worker_id.to_string(), (at, lists));
+            let owners: Vec<&String> = latest
+                .iter()
+                .filter(|(_, (seen, lists))| *lists && at.duration_since(*seen) < live)
+                .map(|(worker, _)| worker)
+                .collect();
+            if owners.len() > 1 {
+                return Some(format!("{owners:?} all announce {job}"));
+            }
+        }
+        None
+    }
+
+    /// The workers whose heartbeats since `since` listed `job`.
+    pub fn workers_listing(&self, job: &str, since: Instant) -> Vec<String> {
+        let mut workers: Vec<String> = self
+            .since(since)
+            .into_iter()
+            .filter(|(_, beat)| beat.jobs.iter().any(|j| j.as_str() == job))
+            .map(|(_, beat)| beat.worker_id.to_string())
+            .collect();
+        workers.sort();
+        workers.dedup();
+        workers
+    }
+}
+
+impl Drop for HeartbeatLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a [`BatchReader`] saw.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReaderFigures {
+    /// Pages read with a 200.
+    pub reads: u64,
+    /// Pages whose article count differs from their batch's `article_count`.
+    pub partial: u64,
+    /// Pages mixing articles of several batches (or of another batch than the page's).
+    pub mixed: u64,
+    /// Pages whose batch is older than one already served for the job.
+    pub regressions: u64,
+    /// Requests that failed (data-streams down or restarting).
+    pub unavailable: u64,
+}
+
+#[derive(Debug, Default)]
+struct ReaderCounters {
+    reads: AtomicU64,
+    partial: AtomicU64,
+    mixed: AtomicU64,
+    regressions: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+/// Polls `GET /jobs/{id}/articles` of some jobs throughout a test and counts every page that
+/// is not one whole batch. Follows data-streams to its new address after a restart.
+#[derive(Debug)]
+pub struct BatchReader {
+    base: Arc<Mutex<String>>,
+    counters: Arc<ReaderCounters>,
+    problems: Arc<Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl BatchReader {
+    /// Starts reading `jobs` from the data-streams at `base` (`http://host:port`).
+    pub fn start(base: &str, jobs: &[&str]) -> Self {
+        let base = Arc::new(Mutex::new(base.to_owned()));
+        let counters = Arc::new(ReaderCounters::default());
+        let problems = Arc::new(Mutex::new(Vec::new()));
+        let jobs: Vec<String> = jobs.iter().map(|j| (*j).to_owned()).collect();
+        let task = tokio::spawn(read_loop(
+            base.clone(),
+            counters.clone(),
+            problems.clone(),
+            jobs,
+        ));
+        Self {
+            base,
+            counters,
+            problems,
+            task,
+        }
+    }
+
+    /// Points the reader at data-streams' new address.
+    pub fn follow(&self, base: &str) {
+        *lock(&self.base) = base.to_owned();
+    }
+
+    /// The figures so far.
+    pub fn figures(&self) -> ReaderFigures {
+        let c = &self.counters;
+        ReaderFigures {
+            reads: c.reads.load(Ordering::Relaxed),
+            partial: c.partial.load(Ordering::Relaxed),
+            mixed: c.mixed.load(Ordering::Relaxed),
+            regressions: c.regressions.load(Ordering::Relaxed),
+            unavailable: c.unavailable.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The first problems seen, described.
+    pub fn problems(&self) -> Vec<String> {
+        lock(&self.problems).clone()
+    }
+}
+
+impl Drop for BatchReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn read_loop(
+    base: Arc<Mutex<String>>,
+    counters: Arc<ReaderCounters>,
+    problems: Arc<Mutex<Vec<String>>>,
+    jobs: Vec<String>,
+) {
+    let http = reqwest::Client::new();
+    let mut newest: BTreeMap<String, String> = BTreeMap::new();
+    let problem = |text: String| {
+        let mut problems = lock(&problems);
+        if problems.len() < 20 {
+            problems.push(text);
+        }
+    };
+    loop {
+        for job in &jobs {
+            let url = format!("{}/jobs/{job}/articles?limit=1000", lock(&base).clone());
+            let page = match http.get(&url).timeout(Duration::from_secs(10)).send().await {
+                Ok(response) if response.status().is_success() => response.json::<Value>().await,
+                _ => {
+                    counters.unavailable.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            let Ok(page) = page else {
+                counters.unavailable.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            counters.reads.fetch_add(1, Ordering::Relaxed);
+            let articles = page["articles"].as_array().cloned().unwrap_or_default();
+            let batch = &page["batch"];
+            let Some(id) = batch["id"].as_str() else {
+                if !articles.is_empty() {
+                    counters.partial.fetch_add(1, Ordering::Relaxed);
+                    problem(format!("{job}: articles without a batch"));
+                }
+                continue;
+            };
+            if batch["article_count"].as_u64() != Some(articles.len() as u64)
+                || batch["status"] != "complete"
+            {
+                counters.partial.fetch_add(1, Ordering::Relaxed);
+                problem(format!(
+                    "{job}: batch {batch} served with {} articles",
+                    articles.len()
+                ));
+            }
+            if articles.iter().any(|a| a["batch_id"] != id) {
+                counters.mixed.fetch_add(1, Ordering::Relaxed);
+                problem(format!("{job}: page of batch {id} mixes other batches"));
+            }
+            let last = newest.entry(job.clone()).or_default();
+            if id < last.as_str() {
+                counters.regressions.fetch_add(1, Ordering::Relaxed);
+                problem(format!("{job}: latest went back from {last} to {id}"));
+            } else {
+                *last = id.to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
