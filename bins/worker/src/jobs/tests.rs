@@ -1,0 +1,226 @@
+use std::sync::Mutex;
+
+use newsflow_core::newsapi::{FetchError, NewsPage, PageOutcome};
+use newsflow_core::NewsQuery;
+use newsflow_nats::wire::WorkerId;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use super::*;
+use crate::testing::Recorder;
+
+/// Answers the n-th fetch with `answer(n)` and notes when it was asked and for which `q`.
+struct ClockedSource {
+    answer: fn(usize) -> Result<PageOutcome, FetchError>,
+    calls: Mutex<Vec<(Instant, String)>>,
+    called: Notify,
+}
+
+impl ClockedSource {
+    fn new(answer: fn(usize) -> Result<PageOutcome, FetchError>) -> Self {
+        Self {
+            answer,
+            calls: Mutex::new(Vec::new()),
+            called: Notify::new(),
+        }
+    }
+
+    fn calls(&self) -> Vec<(Instant, String)> {
+        self.calls.lock().expect("not poisoned").clone()
+    }
+
+    /// Waits (in paused time: lets the clock jump) until `n` fetches happened.
+    async fn wait_for_calls(&self, n: usize) {
+        while self.calls.lock().expect("not poisoned").len() < n {
+            self.called.notified().await;
+        }
+    }
+
+    /// Seconds between consecutive fetches.
+    fn gaps_secs(&self) -> Vec<u64> {
+        let calls = self.calls();
+        calls
+            .windows(2)
+            .map(|pair| (pair[1].0 - pair[0].0).as_secs())
+            .collect()
+    }
+}
+
+impl PageSource for ClockedSource {
+    async fn fetch(
+        &self,
+        query: &NewsQuery,
+        _page: u32,
+        _page_size: u32,
+    ) -> Result<PageOutcome, FetchError> {
+        let n = {
+            let mut calls = self.calls.lock().expect("not poisoned");
+            let q = query.params().get("q").cloned().unwrap_or_default();
+            calls.push((Instant::now(), q));
+            calls.len() - 1
+        };
+        self.called.notify_one();
+        (self.answer)(n)
+    }
+}
+
+fn empty_page() -> Result<PageOutcome, FetchError> {
+    Ok(PageOutcome::Page(NewsPage::default()))
+}
+
+fn unauthorized() -> Result<PageOutcome, FetchError> {
+    Err(FetchError::Unauthorized {
+        code: "apiKeyInvalid".to_owned(),
+        message: "bad key".to_owned(),
+    })
+}
+
+fn spec(q: &str, interval_secs: u64) -> JobSpec {
+    JobSpec::from_create_request(&json!({
+        "id": "j1", "params": {"q": q}, "interval_secs": interval_secs
+    }))
+    .expect("valid spec")
+}
+
+struct Running {
+    runner: Arc<Runner<ClockedSource, Recorder>>,
+    spec: watch::Sender<JobSpec>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+fn start(answer: fn(usize) -> Result<PageOutcome, FetchError>, spec: JobSpec) -> Running {
+    let runner = Arc::new(Runner {
+        worker_id: WorkerId::parse("w1").expect("valid"),
+        source: ClockedSource::new(answer),
+        publisher: Recorder::default(),
+    });
+    let (sender, receiver) = watch::channel(spec);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run_job(Arc::clone(&runner), receiver, cancel.clone()));
+    Running {
+        runner,
+        spec: sender,
+        cancel,
+        task,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_runs_at_once_then_one_interval_after_each_start() {
+    let job = start(|_| empty_page(), spec("a", 60));
+
+    job.runner.source.wait_for_calls(4).await;
+
+    assert_eq!(job.runner.source.gaps_secs(), [60, 60, 60]);
+    assert!(job.runner.publisher.markers().len() >= 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_retrying_cannot_fix_push_the_next_run_further_out() {
+    let job = start(|_| unauthorized(), spec("a", 60));
+
+    job.runner.source.wait_for_calls(4).await;
+
+    assert_eq!(job.runner.source.gaps_secs(), [120, 240, 480]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_resets_the_failure_backoff() {
+    let job = start(
+        |n| if n < 2 { unauthorized() } else { empty_page() },
+        spec("a", 60),
+    );
+
+    job.runner.source.wait_for_calls(5).await;
+
+    assert_eq!(job.runner.source.gaps_secs(), [120, 240, 60, 60]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_failures_keep_the_normal_interval() {
+    let job = start(
+        |_| Err(FetchError::Timeout(Duration::from_secs(15))),
+        spec("a", 60),
+    );
+
+    job.runner.source.wait_for_calls(3).await;
+
+    assert_eq!(job.runner.source.gaps_secs(), [60, 60]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_spec_is_used_from_the_next_run_on_its_own_interval() {
+    let job = start(|_| empty_page(), spec("old", 300));
+    job.runner.source.wait_for_calls(1).await;
+
+    job.spec.send_replace(spec("new", 10));
+    job.runner.source.wait_for_calls(3).await;
+
+    let queries: Vec<String> = job.runner.source.calls().into_iter().map(|c| c.1).collect();
+    assert_eq!(queries, ["old", "new", "new"]);
+    assert_eq!(job.runner.source.gaps_secs(), [10, 10]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_job_ends_its_task_without_another_run() {
+    let job = start(|_| empty_page(), spec("a", 60));
+    job.runner.source.wait_for_calls(1).await;
+
+    job.cancel.cancel();
+    job.task.await.expect("the task ends cleanly");
+
+    assert_eq!(job.runner.source.calls().len(), 1);
+}
+
+fn idle_registry() -> Registry {
+    Registry::new(Arc::new(|_spec, cancel: CancellationToken| {
+        tokio::spawn(async move { cancel.cancelled().await })
+    }))
+}
+
+#[tokio::test]
+async fn starting_a_job_twice_keeps_one_task_and_passes_on_a_new_spec() {
+    let registry = idle_registry();
+
+    assert_eq!(registry.start(spec("a", 60)), Started::New);
+    assert_eq!(registry.start(spec("a", 60)), Started::Unchanged);
+    assert_eq!(registry.start(spec("b", 60)), Started::Updated);
+
+    assert_eq!(registry.job_ids(), [JobId::parse("j1").expect("valid")]);
+}
+
+#[tokio::test]
+async fn heartbeats_list_jobs_sorted_and_stopping_is_idempotent() {
+    let registry = idle_registry();
+    for id in ["zeta", "alpha", "mid"] {
+        let spec =
+            JobSpec::from_create_request(&json!({"id": id, "params": {"q": "x"}})).expect("valid");
+        registry.start(spec);
+    }
+    let ids: Vec<String> = registry.job_ids().iter().map(|j| j.to_string()).collect();
+    assert_eq!(ids, ["alpha", "mid", "zeta"]);
+
+    let mid = JobId::parse("mid").expect("valid");
+    assert!(registry.stop(&mid, Duration::from_secs(5)).await);
+    assert!(!registry.stop(&mid, Duration::from_secs(5)).await);
+    assert_eq!(registry.job_ids().len(), 2);
+
+    assert_eq!(registry.stop_all(Duration::from_secs(5)).await, 2);
+    assert!(registry.job_ids().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_ignores_cancellation_is_aborted_after_the_grace() {
+    let registry = Registry::new(Arc::new(|_spec, _cancel| {
+        tokio::spawn(std::future::pending::<()>())
+    }));
+    registry.start(spec("a", 60));
+
+    let job = JobId::parse("j1").expect("valid");
+
+    let stopped = registry.stop(&job, Duration::from_secs(3)).await;
+
+    assert!(stopped);
+    assert!(registry.job_ids().is_empty());
+}

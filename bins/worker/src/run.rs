@@ -1,0 +1,345 @@
+//! One run of a job: one batch. Fetch pages, publish each page's articles and await their
+//! acks, then publish the end-of-batch marker, so a marker always follows its whole batch.
+//!
+//! Fetching and publishing sit behind two small traits, so the page loop is tested with
+//! scripted pages and a recording publisher.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use newsflow_core::newsapi::{FetchError, PageOutcome};
+use newsflow_core::{
+    now_utc, Article, ArticleMessage, BatchId, BatchMarker, JobSpec, MarkerStatus, NewsQuery,
+};
+use newsflow_nats::async_nats::jetstream;
+use newsflow_nats::publish::{publish_all, publish_one, Outgoing, PublishError, RetryPolicy};
+use newsflow_nats::subjects;
+use newsflow_nats::wire::WorkerId;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Marker header: how late the run started, in milliseconds (read by the benchmark).
+pub const LATENESS_HEADER: &str = "Newsflow-Lateness-Ms";
+
+/// Where pages come from.
+pub trait PageSource: Send + Sync {
+    /// One page of `query`, or why not. Dropping the future abandons the fetch.
+    fn fetch(
+        &self,
+        query: &NewsQuery,
+        page: u32,
+        page_size: u32,
+    ) -> impl Future<Output = Result<PageOutcome, FetchError>> + Send;
+}
+
+/// Where batches go. Both methods return once every message is acknowledged.
+pub trait Publisher: Send + Sync {
+    /// Publishes one page's article messages.
+    fn publish_page(
+        &self,
+        messages: &[Outgoing],
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+
+    /// Publishes the end-of-batch marker.
+    fn publish_marker(
+        &self,
+        marker: &Outgoing,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+}
+
+/// JetStream, with publish retries under the same message ids.
+#[derive(Debug, Clone)]
+pub struct JetStreamPublisher {
+    js: jetstream::Context,
+    policy: RetryPolicy,
+}
+
+impl JetStreamPublisher {
+    /// Publishes through `js`, retrying per `policy`.
+    pub fn new(js: jetstream::Context, policy: RetryPolicy) -> Self {
+        Self { js, policy }
+    }
+}
+
+impl Publisher for JetStreamPublisher {
+    async fn publish_page(
+        &self,
+        messages: &[Outgoing],
+        cancel: &CancellationToken,
+    ) -> Result<(), PublishError> {
+        let report = publish_all(&self.js, messages, &self.policy, cancel).await?;
+        if report.duplicates > 0 || report.retried > 0 {
+            tracing::debug!(
+                acked = report.acked,
+                duplicates = report.duplicates,
+                retried = report.retried,
+                "page published with retries"
+            );
+        }
+        Ok(())
+    }
+
+    async fn publish_marker(
+        &self,
+        marker: &Outgoing,
+        cancel: &CancellationToken,
+    ) -> Result<(), PublishError> {
+        publish_one(&self.js, marker, &self.policy, cancel)
+            .await
+            .map(|_| ())
+    }
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum RunEnd {
+    /// Every article published, then a `complete` marker.
+    Complete,
+    /// A fetch failed for good; a `failed` marker says why.
+    Failed(FetchError),
+    /// Publishing gave up; no marker, the batch stays incomplete.
+    PublishFailed(PublishError),
+    /// Stopped or shut down mid-run; no marker.
+    Cancelled,
+}
+
+impl From<PublishError> for RunEnd {
+    fn from(error: PublishError) -> Self {
+        match error {
+            PublishError::Cancelled => Self::Cancelled,
+            other => Self::PublishFailed(other),
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The batch.
+    pub batch_id: BatchId,
+    /// How it ended.
+    pub end: RunEnd,
+    /// Articles published.
+    pub articles: u32,
+    /// Pages fetched.
+    pub pages: u32,
+}
+
+/// Runs batches of any job: the worker's id, where pages come from and where batches go.
+#[derive(Debug)]
+pub struct Runner<S, P> {
+    /// Named in every message's worker header.
+    pub worker_id: WorkerId,
+    /// NewsAPI.
+    pub source: S,
+    /// JetStream.
+    pub publisher: P,
+}
+
+impl<S: PageSource, P: Publisher> Runner<S, P> {
+    /// Runs one batch of `spec` until its marker is acknowledged, it fails, or `cancel` fires.
+    /// `lateness` is how late the run started, carried in the marker's headers.
+    pub async fn run_batch(
+        &self,
+        spec: &JobSpec,
+        lateness: Duration,
+        cancel: &CancellationToken,
+    ) -> RunReport {
+        let clock = Instant::now();
+        let mut batch = Batch {
+            spec,
+            worker: self.worker_id.as_str(),
+            id: BatchId::generate(),
+            seen: HashSet::new(),
+            published: 0,
+            pages: 0,
+        };
+        let started_at = now_utc();
+        let fetched = tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(RunEnd::Cancelled),
+            result = self.fetch_and_publish(&mut batch, cancel) => result,
+        };
+        let failure = match fetched {
+            Ok(failure) => failure,
+            Err(end) => return batch.finish(end, clock),
+        };
+        if cancel.is_cancelled() {
+            return batch.finish(RunEnd::Cancelled, clock);
+        }
+        let marker = BatchMarker {
+            job_id: spec.id().clone(),
+            batch_id: batch.id,
+            status: if failure.is_none() {
+                MarkerStatus::Complete
+            } else {
+                MarkerStatus::Failed
+            },
+            article_count: batch.published,
+            started_at,
+            finished_at: now_utc(),
+            error: failure.as_ref().map(FetchError::to_info),
+        };
+        let message = batch.marker_message(&marker, lateness);
+        let published = tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err(RunEnd::Cancelled),
+            result = self.publisher.publish_marker(&message, cancel) => result.map_err(RunEnd::from),
+        };
+        let end = match (published, failure) {
+            (Err(end), _) => end,
+            (Ok(()), None) => RunEnd::Complete,
+            (Ok(()), Some(error)) => RunEnd::Failed(error),
+        };
+        batch.finish(end, clock)
+    }
+
+    /// The page loop. `Ok(None)`: every page fetched and published; `Ok(Some(e))`: a fetch
+    /// failed for good after the pages before it were published; `Err`: no marker is due.
+    async fn fetch_and_publish(
+        &self,
+        batch: &mut Batch<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<FetchError>, RunEnd> {
+        let spec = batch.spec;
+        let page_size = spec.page_size().get();
+        let mut raw_total = 0u64;
+        for page in 1..=spec.max_pages().get() {
+            let page = match self.source.fetch(spec.query(), page, page_size).await {
+                Ok(PageOutcome::Page(page)) => page,
+                Ok(PageOutcome::EndOfResults) => break,
+                Err(error) => return Ok(Some(error)),
+            };
+            batch.pages += 1;
+            let raw_count = page.articles.len();
+            raw_total += raw_count as u64;
+            let messages = batch.messages(page.articles);
+            if !messages.is_empty() {
+                self.publisher
+                    .publish_page(&messages, cancel)
+                    .await
+                    .map_err(RunEnd::from)?;
+                batch.published += messages.len() as u32;
+            }
+            if raw_count < page_size as usize || raw_total >= page.total_results {
+                break;
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A batch in the making.
+struct Batch<'a> {
+    spec: &'a JobSpec,
+    worker: &'a str,
+    id: BatchId,
+    seen: HashSet<String>,
+    published: u32,
+    pages: u32,
+}
+
+impl Batch<'_> {
+    /// One page's article messages: articles without a usable URL or already in this batch
+    /// are dropped, the rest numbered on from the articles published so far.
+    fn messages(&mut self, raw: Vec<newsflow_core::article::RawArticle>) -> Vec<Outgoing> {
+        let job = self.spec.id();
+        let fetched_at = now_utc();
+        let subject = subjects::articles(job, self.id);
+        let mut messages = Vec::with_capacity(raw.len());
+        for raw in raw {
+            let Some(article) = Article::from_newsapi(raw, job, self.id, fetched_at) else {
+                continue;
+            };
+            if self.seen.contains(&article.url) {
+                continue;
+            }
+            let seq = self.published + messages.len() as u32;
+            let url = article.url.clone();
+            match serde_json::to_vec(&ArticleMessage { article, seq }) {
+                Ok(payload) => {
+                    self.seen.insert(url);
+                    messages.push(Outgoing {
+                        subject: subject.clone(),
+                        msg_id: subjects::article_msg_id(job, self.id, seq),
+                        headers: vec![(subjects::WORKER_HEADER, self.worker.to_owned())],
+                        payload: Bytes::from(payload),
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(job = %job, %url, %error, "dropping an article that cannot be serialized");
+                }
+            }
+        }
+        messages
+    }
+
+    fn marker_message(&self, marker: &BatchMarker, lateness: Duration) -> Outgoing {
+        let job = self.spec.id();
+        let mut headers = vec![
+            (subjects::WORKER_HEADER, self.worker.to_owned()),
+            (LATENESS_HEADER, lateness.as_millis().to_string()),
+        ];
+        match serde_json::to_string(self.spec) {
+            Ok(spec) => headers.push((subjects::JOB_SPEC_HEADER, spec)),
+            Err(error) => {
+                tracing::warn!(job = %job, %error, "marker sent without its job spec header")
+            }
+        }
+        let payload = match serde_json::to_vec(marker) {
+            Ok(payload) => payload,
+            // A marker holds ids, counts and valid times only; this cannot happen.
+            Err(error) => {
+                tracing::error!(job = %job, %error, "could not serialize a marker");
+                Vec::new()
+            }
+        };
+        Outgoing {
+            subject: subjects::batch_marker(job, self.id),
+            msg_id: subjects::marker_msg_id(job, self.id),
+            headers,
+            payload: Bytes::from(payload),
+        }
+    }
+
+    /// Logs how the run ended and reports it.
+    fn finish(self, end: RunEnd, clock: Instant) -> RunReport {
+        let job = self.spec.id();
+        let duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (status, articles, pages) = (status_name(&end), self.published, self.pages);
+        match &end {
+            RunEnd::Failed(error) => tracing::warn!(
+                job = %job, batch = %self.id, code = %error.to_info().code, %error,
+                "fetching failed; published a failed marker"
+            ),
+            RunEnd::PublishFailed(error) => tracing::error!(
+                job = %job, batch = %self.id, %error,
+                "publishing gave up; the batch stays without a marker"
+            ),
+            RunEnd::Complete | RunEnd::Cancelled => {}
+        }
+        tracing::info!(job = %job, batch = %self.id, status, articles, pages, duration_ms, "batch finished");
+        RunReport {
+            batch_id: self.id,
+            end,
+            articles,
+            pages,
+        }
+    }
+}
+
+fn status_name(end: &RunEnd) -> &'static str {
+    match end {
+        RunEnd::Complete => "complete",
+        RunEnd::Failed(_) => "failed",
+        RunEnd::PublishFailed(_) => "publish_failed",
+        RunEnd::Cancelled => "cancelled",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+use std::sync::Arc;
+
+use newsflow_core::article::RawArticle;
+use newsflow_core::newsapi::NewsPage;
+use serde_json::json;
+
+use super::*;
+use crate::testing::{Recorder, ScriptedSource};
+
+fn spec(max_pages: u32, page_size: u32) -> JobSpec {
+    JobSpec::from_create_request(&json!({
+        "id": "bitcoin", "params": {"q": "bitcoin"},
+        "interval_secs": 60, "max_pages": max_pages, "page_size": page_size
+    }))
+    .expect("valid spec")
+}
+
+fn raw(url: Option<&str>) -> RawArticle {
+    RawArticle {
+        url: url.map(str::to_owned),
+        title: Some("t".to_owned()),
+        ..RawArticle::default()
+    }
+}
+
+fn page(total: u64, urls: &[Option<&str>]) -> Result<PageOutcome, FetchError> {
+    Ok(PageOutcome::Page(NewsPage {
+        total_results: total,
+        articles: urls.iter().map(|u| raw(*u)).collect(),
+    }))
+}
+
+fn full_page(total: u64, first: usize, size: usize) -> Result<PageOutcome, FetchError> {
+    let urls: Vec<String> = (first..first + size)
+        .map(|i| format!("https://news.test/{i}"))
+        .collect();
+    let urls: Vec<Option<&str>> = urls.iter().map(|u| Some(u.as_str())).collect();
+    page(total, &urls)
+}
+
+fn runner(source: ScriptedSource, publisher: Recorder) -> Runner<ScriptedSource, Recorder> {
+    Runner {
+        worker_id: WorkerId::parse("w1").expect("valid"),
+        source,
+        publisher,
+    }
+}
+
+fn header<'a>(message: &'a Outgoing, name: &str) -> Option<&'a str> {
+    message
+        .headers
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn a_page_is_published_then_marked_complete_with_headers() {
+    let spec = spec(1, 3);
+    let runner = runner(
+        ScriptedSource::new([full_page(10, 0, 3)]),
+        Recorder::default(),
+    );
+
+    let report = runner
+        .run_batch(&spec, Duration::from_millis(250), &CancellationToken::new())
+        .await;
+
+    assert!(matches!(report.end, RunEnd::Complete), "{:?}", report.end);
+    assert_eq!((report.articles, report.pages), (3, 1));
+    let sent = runner
+        .publisher
+        .sent_articles
+        .lock()
+        .expect("not poisoned")
+        .clone();
+    for (seq, message) in sent.iter().enumerate() {
+        assert_eq!(
+            message.subject,
+            format!("news.articles.bitcoin.{}", report.batch_id)
+        );
+        assert_eq!(message.msg_id, format!("bitcoin.{}.{seq}", report.batch_id));
+        assert_eq!(header(message, subjects::WORKER_HEADER), Some("w1"));
+    }
+    let seqs: Vec<u32> = runner.publisher.articles().iter().map(|a| a.seq).collect();
+    assert_eq!(seqs, [0, 1, 2]);
+    let markers = runner.publisher.markers();
+    let [(marker, message)] = markers.as_slice() else {
+        panic!("one marker expected, got {}", markers.len());
+    };
+    assert_eq!(marker.status, MarkerStatus::Complete);
+    assert_eq!(marker.article_count, 3);
+    assert_eq!(marker.batch_id, report.batch_id);
+    assert_eq!(marker.error, None);
+    assert!(marker.started_at <= marker.finished_at);
+    assert_eq!(message.msg_id, format!("bitcoin.{}.end", report.batch_id));
+    assert_eq!(
+        message.subject,
+        format!("news.batches.bitcoin.{}", report.batch_id)
+    );
+    assert_eq!(header(message, LATENESS_HEADER), Some("250"));
+    assert_eq!(header(message, subjects::WORKER_HEADER), Some("w1"));
+    let carried: JobSpec =
+        serde_json::from_str(header(message, subjects::JOB_SPEC_HEADER).expect("spec header"))
+            .expect("spec JSON");
+    assert_eq!(carried, spec);
+}
+
+#[tokio::test]
+async fn paging_stops_at_a_short_page() {
+    let runner = runner(
+        ScriptedSource::new([full_page(100, 0, 3), full_page(100, 3, 2)]),
+        Recorder::default(),
+    );
+
+    let report = runner
+        .run_batch(&spec(5, 3), Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert_eq!(runner.source.pages_asked(), [1, 2]);
+    assert_eq!(report.articles, 5);
+    assert_eq!(runner.publisher.markers()[0].0.article_count, 5);
+}
+
+#[tokio::test]
+async fn paging_stops_once_total_results_are_fetched() {
+    let runner = runner(
+        ScriptedSource::new([full_page(6, 0, 3), full_page(6, 3, 3)]),
+        Recorder::default(),
+    );
+
+    runner
+        .run_batch(&spec(5, 3), Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert_eq!(runner.source.pages_asked(), [1, 2]);
+}
+
+#[tokio::test]
+async fn paging_stops_at_max_pages() {
+    let runner = runner(
+        ScriptedSource::new([full_page(100, 0, 3), full_page(100, 3, 3)]),
+        Recorder::default(),
+    );
+
+    let report = runner
+        .run_batch(&spec(2, 3), Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert_eq!(runner.source.pages_asked(), [1, 2]);
+    assert_eq!(report.articles, 6);
+}
+
+#[tokio::test]
+async fn the_end_of_results_completes_the_batch() {
+    let runner = runner(
+        ScriptedSource::new([full_page(500, 0, 3), Ok(PageOutcome::EndOfResults)]),
+        Recorder::default(),
+    );
+
+    let report = runner
+        .run_batch(&spec(5, 3), Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert!(matches!(report.end, RunEnd::Complete));
+    assert_eq!((report.articles, report.pages), (3, 1));
+    let (marker, _) = &runner.publisher.markers()[0];
+    assert_eq!(
+        (marker.status, marker.article_count),
+        (MarkerStatus::Complete, 3)
+    );
+}
+
+#[tokio::test]
+async fn articles_without_a_url_or_seen_before_are_dropped_and_seq_stays_dense() {
+    let runner = runner(
+        ScriptedSource::new([
+            page(
+                100,
+                &[Some("https://a.test/1"), None, Some("https://a.test/2")],
+            ),
+            page(
+                100,
+                &[
+                    Some("https://a.test/1"),
+                    Some("https://a.test/3"),
+                    Some("ftp://a.test/4"),
+                ],
+            ),
+            page(100, &[]),
+        ]),
+        Recorder::default(),
+    );
+
+    let report = runner
+        .run_batch(&spec(3, 3), Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    let published: Vec<(u32, String)> = runner
+        .publisher
+        .articles()
+        .into_iter()
+        .map(|m| (m.seq, m.article.url))
+        .collect();
+    assert_eq!(
+        published,
+        [
+            (0, "https://a.test/1".to_owned()),
+            (1, "https://a.test/2".to_owned()),
+            (2, "https://a.test/3".to_owned()),
+        ]
+    );
+    assert_eq!(report.articles, 3);
+    assert_eq!(runner.publisher.markers()[0].0.article_count, 3);
+}
+
+#[tokio::test]
+async fn an_empty_result_is_a_complete_batch_of_nothing() {
+    let runner = runner(ScriptedSource::new([page(0, &[])]), Recorder::default());
+
+    let report = runner
+        .run_batch(&spec(3, 3), Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert!(matches!(report.end, RunEnd::Complete));
+    assert!(runner.publisher.articles().is_empty());
+    assert_eq!(runner.publisher.markers()[0].0.article_count, 0);
+}
+
+#[tokio::test]
+async fn a_failed_fetch_publishes_a_failed_marker_counting_what_was_published() {
+    let server_error = FetchError::Server {
+        status: 500,
+        message: "oops".to_owned(),
+    };
+    let runner = runner(
+        ScriptedSource::new([full_page(100, 0, 3), Err(server_error.clone())]),
+        Recorder::default(),
+    );
+
+    let report = runner
+        .run_batch(&spec(5, 3), Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert!(matches!(&report.end, RunEnd::Failed(e) if *e == server_error));
+    let (marker, _) = &runner.publisher.markers()[0];
+    assert_eq!(marker.status, MarkerStatus::Failed);
+    assert_eq!(marker.article_count, 3);
+    assert_eq!(marker.error, Some(server_error.to_info()));
+}
+
+#[tokio::test]
+async fn a_publish_that_gives_up_ends_the_run_without_a_marker() {
+    let runner = runner(
+        ScriptedSource::new([full_page(100, 0, 3), full_page(100, 3, 3)]),
+        Recorder {
+            give_up_on_pages: true,
+            ..Recorder::default()
+        },
+    );
+
+    let report = runner
+        .run_batch(&spec(5, 3), Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert!(matches!(report.end, RunEnd::PublishFailed(_)));
+    assert_eq!(runner.source.pages_asked(), [1], "no further fetches");
+    assert!(runner.publisher.markers().is_empty());
+}
+
+#[tokio::test]
+async fn a_cancelled_run_stops_at_once_and_never_publishes_a_marker() {
+    let runner = Arc::new(runner(
+        ScriptedSource::new([full_page(100, 0, 3)]),
+        Recorder::default(),
+    ));
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (runner, cancel) = (Arc::clone(&runner), cancel.clone());
+        async move { runner.run_batch(&spec(5, 3), Duration::ZERO, &cancel).await }
+    });
+
+    runner.source.hanging.notified().await;
+    cancel.cancel();
+    let report = run.await.expect("the run ends");
+
+    assert!(matches!(report.end, RunEnd::Cancelled));
+    assert_eq!(runner.publisher.articles().len(), 3);
+    assert!(runner.publisher.markers().is_empty());
+}
+
+#[tokio::test]
+async fn a_run_cancelled_before_it_starts_fetches_nothing() {
+    let runner = runner(
+        ScriptedSource::new([full_page(100, 0, 3)]),
+        Recorder::default(),
+    );
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+
+    let report = runner.run_batch(&spec(1, 3), Duration::ZERO, &cancel).await;
+
+    assert!(matches!(report.end, RunEnd::Cancelled));
+    assert!(runner.source.pages_asked().is_empty());
+    assert!(runner.publisher.markers().is_empty());
+}
