@@ -45,14 +45,15 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 if command -v python3 >/dev/null; then
-  printf '%s' "$body" | python3 -c '
+  printf '%s' "$body" | python3 -c "$(cat <<'PY'
 import json, sys
 page = json.load(sys.stdin)
-batch = page["batch"] or {}
-print(f"latest complete batch {batch.get(\"id\")}: {batch.get(\"article_count\")} articles")
-for a in page["articles"]:
-    print(f"  {a[\"published_at\"]}  {a[\"source\"][\"name\"]}: {a[\"title\"]}")
-'
+batch = page.get("batch") or {}
+print("latest complete batch %s: %s articles" % (batch.get("id"), batch.get("article_count")))
+for a in page.get("articles", []):
+    print("  %s  %s: %s" % (a.get("published_at"), (a.get("source") or {}).get("name"), a.get("title")))
+PY
+)"
 else
   printf '%s\n' "$body"
 fi
