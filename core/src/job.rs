@@ -311,6 +311,7 @@ impl From<JobSpec> for RawSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn code(body: Value) -> Option<&'static str> {
@@ -379,6 +380,166 @@ mod tests {
             code(json!({"params":{"q":"x"},"max_pages":1.5})),
             Some("invalid_type")
         );
+    }
+
+    /// Any JSON value, with object keys drawn mostly from the create body's and NewsAPI's
+    /// names.
+    fn arbitrary_json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            3 => proptest::sample::select(vec![
+                "id", "endpoint", "params", "interval_secs", "max_pages", "page_size", "q",
+                "sources", "country", "apiKey", "page",
+            ])
+            .prop_map(str::to_owned),
+            1 => ".{0,12}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 8, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(key.clone(), inner, 0..8)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Mostly a plausible value, sometimes anything.
+    fn mostly<S: Strategy<Value = Value> + 'static>(plausible: S) -> BoxedStrategy<Value> {
+        prop_oneof![4 => plausible, 1 => arbitrary_json()].boxed()
+    }
+
+    /// A NewsAPI parameter map: known names with plausible values (and a little of anything),
+    /// so that every rule of both endpoints is reached.
+    fn params() -> impl Strategy<Value = Value> {
+        let name = prop_oneof![
+            8 => proptest::sample::select(vec![
+                "q", "qInTitle", "searchIn", "sources", "domains", "excludeDomains", "from",
+                "to", "language", "sortBy", "country", "category", "apiKey", "page", "pageSize",
+            ])
+            .prop_map(str::to_owned),
+            1 => ".{0,12}",
+        ];
+        let value = mostly(
+            prop_oneof![
+                proptest::sample::select(vec![
+                    "bitcoin",
+                    "en",
+                    "xx",
+                    "us",
+                    "zz",
+                    "business",
+                    "gossip",
+                    "bbc-news,cnn",
+                    "Bad Source",
+                    "2026-11-20",
+                    "2026-11-20T08:00:00Z",
+                    "2026-13-45",
+                    "publishedAt",
+                    "newest",
+                    "title,content",
+                    "body",
+                    "a.com,b.org",
+                    "not a domain",
+                    " ",
+                    "",
+                ])
+                .prop_map(str::to_owned),
+                "[a-z]{1,8}(,[a-z]{1,8}){0,25}",
+                "[a-z ]{0,600}",
+            ]
+            .prop_map(Value::from),
+        );
+        proptest::collection::btree_map(name, value, 0..5)
+            .prop_map(|map| Value::Object(map.into_iter().collect()))
+    }
+
+    /// A `POST /jobs` body: the contract's fields, each absent, plausible or anything, and
+    /// now and then an unknown one.
+    fn create_body() -> impl Strategy<Value = Value> {
+        let number = || mostly(prop_oneof![0u64..=12, 0u64..=100_000].prop_map(Value::from));
+        (
+            proptest::option::of(mostly("[a-z0-9][a-z0-9_-]{0,70}".prop_map(Value::from))),
+            proptest::option::of(mostly(
+                proptest::sample::select(vec!["everything", "top-headlines", "sources"])
+                    .prop_map(Value::from),
+            )),
+            proptest::option::of(prop_oneof![6 => params(), 1 => arbitrary_json()]),
+            proptest::option::of(number()),
+            proptest::option::of(number()),
+            proptest::option::of(number()),
+            proptest::option::weighted(0.05, (".{0,12}", arbitrary_json())),
+        )
+            .prop_map(|(id, endpoint, params, interval, pages, size, extra)| {
+                let mut body = serde_json::Map::new();
+                for (name, value) in [
+                    ("id", id),
+                    ("endpoint", endpoint),
+                    ("params", params),
+                    ("interval_secs", interval),
+                    ("max_pages", pages),
+                    ("page_size", size),
+                ] {
+                    if let Some(value) = value {
+                        body.insert(name.to_owned(), value);
+                    }
+                }
+                if let Some((name, value)) = extra {
+                    body.insert(name, value);
+                }
+                Value::Object(body)
+            })
+    }
+
+    /// A body the parser must accept: random but valid values for every field.
+    fn valid_body() -> impl Strategy<Value = Value> {
+        (
+            "[a-z0-9][a-z0-9_-]{0,63}",
+            any::<bool>(),
+            "[a-zA-Z0-9 ]{0,40}[a-z]",
+            proptest::option::of(proptest::sample::select(vec!["en", "de", "fr", "zh"])),
+            proptest::sample::select(vec!["us", "gb", "de", "jp"]),
+            1u64..=86_400,
+            1u64..=10,
+            1u64..=100,
+        )
+            .prop_map(|(id, headlines, q, language, country, interval, pages, size)| {
+                let (endpoint, params) = if headlines {
+                    ("top-headlines", json!({"country":country,"q":q}))
+                } else {
+                    let mut params = json!({"q":q});
+                    if let Some(language) = language {
+                        params["language"] = json!(language);
+                    }
+                    ("everything", params)
+                };
+                json!({"id":id,"endpoint":endpoint,"params":params,"interval_secs":interval,"max_pages":pages,"page_size":size})
+            })
+    }
+
+    proptest! {
+        /// The `POST /jobs` parser on arbitrary JSON and on near-valid bodies: never panics,
+        /// and whatever it accepts survives the wire form (what workers and the store
+        /// re-check) unchanged.
+        #[test]
+        fn arbitrary_create_bodies_never_panic_and_accepted_ones_round_trip(
+            body in prop_oneof![1 => arbitrary_json(), 4 => create_body(), 1 => valid_body()],
+            must_accept in valid_body(),
+        ) {
+            prop_assert!(JobSpec::from_create_request(&must_accept).is_ok(), "{}", must_accept);
+            if let Ok(spec) = JobSpec::from_create_request(&body) {
+                let wire = serde_json::to_value(&spec).expect("an accepted spec serializes");
+                let back: JobSpec =
+                    serde_json::from_value(wire).expect("an accepted spec re-parses");
+                prop_assert_eq!(back, spec);
+            }
+        }
     }
 
     #[test]

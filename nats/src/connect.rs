@@ -68,7 +68,14 @@ impl NatsArgs {
 
     async fn options(&self, name: &str) -> std::io::Result<ConnectOptions> {
         let mut options = match &self.creds {
-            Some(path) => ConnectOptions::with_credentials_file(path).await?,
+            Some(path) => ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("reading the NATS credentials file {}: {e}", path.display()),
+                    )
+                })?,
             None => ConnectOptions::new(),
         };
         if let (Some(user), Some(password)) = (&self.user, &self.password) {

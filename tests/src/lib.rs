@@ -31,6 +31,7 @@ pub mod bins;
 pub mod bus;
 pub mod contract;
 pub mod faults_support;
+pub mod hostile;
 pub mod mock;
 pub mod nats_server;
 pub mod poll;

@@ -89,15 +89,17 @@ pub async fn run(
         .context("serving HTTP")?;
     shutdown.cancel();
     tracing::info!("HTTP stopped; waiting for ingest to finish the messages in hand");
-    if tokio::time::timeout(SHUTDOWN_GRACE, background)
-        .await
-        .is_err()
-    {
-        tracing::warn!("ingest did not finish within the grace period; unacknowledged messages will be redelivered");
-    }
+    let outcome = match tokio::time::timeout(SHUTDOWN_GRACE, background).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(join_error)) => Err(anyhow::anyhow!("the ingest task failed: {join_error}")),
+        Err(_) => {
+            tracing::warn!("ingest did not finish within the grace period; unacknowledged messages will be redelivered");
+            Ok(())
+        }
+    };
     shared.store.flush().await?;
     tracing::info!("store flushed; bye");
-    Ok(())
+    outcome
 }
 
 fn open_store(dir: &Path, rebuild: bool) -> anyhow::Result<Store> {
@@ -126,7 +128,7 @@ async fn background(
     mut ingest: Ingest,
     mut commands: mpsc::Receiver<IngestCommand>,
     shutdown: CancellationToken,
-) {
+) -> anyhow::Result<()> {
     let connected = while_serving(
         newsflow_nats::connect::connect_with_retry(&config.nats, "data-streams", &shutdown),
         &mut ingest,
@@ -136,10 +138,12 @@ async fn background(
     .await;
     let client = match connected {
         Ok(Some(client)) => client,
-        Ok(None) => return,
+        Ok(None) => return Ok(()),
         Err(error) => {
-            tracing::error!(%error, "cannot configure the NATS connection");
-            return;
+            // A setting that can never work (an unreadable credentials file): retrying cannot
+            // help, and serving HTTP while never ready would hide it. Stop, with the reason.
+            shutdown.cancel();
+            return Err(anyhow::Error::new(error).context("cannot configure the NATS connection"));
         }
     };
     let _ = shared.nats.set(client.clone());
@@ -158,7 +162,7 @@ async fn background(
                 tracing::warn!(%error, "cannot provision the NEWS stream; retrying");
                 let wait = tokio::time::sleep(Duration::from_secs(1));
                 tokio::select! {
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.cancelled() => return Ok(()),
                     () = while_serving(wait, &mut ingest, &mut commands, &shared) => {}
                 }
             }
@@ -196,4 +200,5 @@ async fn background(
     if let Err(error) = client.flush().await {
         tracing::warn!(%error, "could not flush acks to NATS before exit; those messages will be redelivered");
     }
+    Ok(())
 }

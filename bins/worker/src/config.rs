@@ -158,7 +158,7 @@ impl TryFrom<Cli> for Config {
 
 fn parse_newsapi_url(raw: &str) -> Result<Url, ConfigError> {
     let invalid = |reason| ConfigError::NewsApiUrl {
-        url: raw.to_owned(),
+        url: without_credentials(raw),
         reason,
     };
     let url = Url::parse(raw).map_err(|_| invalid("is not an absolute URL"))?;
@@ -174,6 +174,17 @@ fn parse_newsapi_url(raw: &str) -> Result<Url, ConfigError> {
         return Err(invalid("must not have a query or a fragment"));
     }
     Ok(url)
+}
+
+/// `raw` with any `user:password@` part replaced by `***@`: error messages are logged.
+fn without_credentials(raw: &str) -> String {
+    match (raw.find("://"), raw.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***@{}", &raw[..scheme + 3], &raw[at + 1..])
+        }
+        (None, Some(at)) => format!("***@{}", &raw[at + 1..]),
+        _ => raw.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +254,10 @@ mod tests {
                 &["--newsapi-url", "https://u:p@newsapi.org"][..],
                 "credentials",
             ),
+            (
+                &["--newsapi-url", "https://user:pw-distinctive@newsapi.org"][..],
+                "https://***@newsapi.org",
+            ),
             (&["--worker-id", "a.b"][..], "--worker-id"),
             (&["--heartbeat-ms", "0"][..], "--heartbeat-ms"),
             (
@@ -253,6 +268,10 @@ mod tests {
         ] {
             let error = config(args).expect_err("refused");
             assert!(error.contains(needle), "{args:?}: {error}");
+            assert!(
+                !error.contains("distinctive"),
+                "{args:?} echoes a secret: {error}"
+            );
         }
     }
 }

@@ -21,7 +21,7 @@ const PAGE_PARAMS: &[&str] = &["limit", "cursor"];
 
 /// The latest complete batch of a job.
 #[utoipa::path(get, path = "/jobs/{id}/articles", tag = "articles",
-    params(("id" = String, Path), ("limit" = Option<u32>, Query, description = "1..=1000, default 100"), ("cursor" = Option<String>, Query)),
+    params(("id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1..=1000, default 100"), ("cursor" = Option<String>, Query)),
     responses(
         (status = 200, description = "The latest complete batch (batch null before the first one); ETag, 304 on If-None-Match", body = ArticlesPage),
         (status = 304, description = "Not modified"),
@@ -60,7 +60,7 @@ pub async fn latest(
 /// One batch's articles (articles only once the batch is complete: readers never see a
 /// partial batch).
 #[utoipa::path(get, path = "/jobs/{id}/batches/{batch_id}/articles", tag = "articles",
-    params(("id" = String, Path), ("batch_id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("id" = String, Path), ("batch_id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = ArticlesPage), (status = 304, description = "Not modified"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn of_batch(
     State(state): State<AppState>,
@@ -182,7 +182,7 @@ fn complete_batch_page(
 
 /// A job's batches, newest first.
 #[utoipa::path(get, path = "/jobs/{id}/batches", tag = "articles",
-    params(("id" = String, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = BatchList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn batches(
     State(state): State<AppState>,
@@ -225,9 +225,9 @@ pub async fn batches(
 #[utoipa::path(get, path = "/articles", tag = "articles",
     params(
         ("job" = Option<String>, Query, description = "only this job's articles"),
-        ("since" = Option<String>, Query, description = "RFC 3339: only articles published at or after"),
-        ("q" = Option<String>, Query, description = "text in title, description or content (case-insensitive)"),
-        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+        ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339: only articles published at or after"),
+        ("q" = Option<String>, Query, min_length = 1, max_length = 500, description = "text in title, description or content (case-insensitive)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = FeedPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn feed(
     State(state): State<AppState>,

@@ -28,6 +28,9 @@ pub enum AppError {
     /// 409.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// 408: the body did not arrive in time.
+    #[error("the request body did not arrive within {} seconds", BODY_READ_TIMEOUT.as_secs())]
+    RequestTimeout,
     /// 413.
     #[error("the request body is larger than the {limit}-byte limit")]
     PayloadTooLarge { limit: usize },
@@ -61,6 +64,7 @@ impl AppError {
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -126,8 +130,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .extensions()
             .get::<BodyLimit>()
             .map_or(usize::MAX, |l| l.0);
-        let bytes = Bytes::from_request(request, state)
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, state));
+        let bytes = read
             .await
+            .map_err(|_| AppError::RequestTimeout)?
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     AppError::PayloadTooLarge { limit }
@@ -138,14 +144,88 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     }
                 }
             })?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
+        serde_json::from_slice::<StrictJson>(&bytes)
+            .map(|strict| JsonBody(strict.0))
             .map_err(|e| AppError::BadRequest {
                 code: "malformed_json",
                 message: format!("the request body is not valid JSON: {e}"),
             })
     }
 }
+
+/// Any JSON value, except that an object naming a key twice is refused: which of the two
+/// counts would be a guess, and two parsers (a proxy's and ours) may guess differently.
+struct StrictJson(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some((key, StrictJson(value))) = map.next_entry::<String, StrictJson>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "the key {:?} appears twice in one object",
+                    key.chars().take(80).collect::<String>()
+                )));
+            }
+            object.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(object))
+    }
+}
+
+/// How long a client may take to send its request body: a client that announces more than it
+/// sends must not hold a connection and a task forever.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The body limit in force, recorded for error messages.
 #[derive(Debug, Clone, Copy)]
@@ -277,6 +357,23 @@ mod tests {
         assert_eq!(params.get("q"), Some("bitcoin price"));
         assert_eq!(params.get("since"), Some("2026-11-20T08:00:00Z"));
         assert_eq!(params.get("job"), Some("a%2"));
+    }
+
+    #[test]
+    fn json_bodies_naming_a_key_twice_are_refused_at_any_depth() {
+        let parse = |text: &str| serde_json::from_str::<StrictJson>(text).map(|s| s.0);
+        assert_eq!(
+            parse(r#"{"a":[1,{"b":null}],"c":1.5}"#).expect("valid"),
+            serde_json::json!({"a":[1,{"b":null}],"c":1.5})
+        );
+        for text in [
+            r#"{"id":"a","id":"b"}"#,
+            r#"{"params":{"q":"x","q":"y"}}"#,
+            r#"[{"a":1,"a":1}]"#,
+        ] {
+            let error = parse(text).expect_err("refused").to_string();
+            assert!(error.contains("appears twice"), "{text}: {error}");
+        }
     }
 
     #[test]

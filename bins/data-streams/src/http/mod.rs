@@ -88,7 +88,9 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
                 .unwrap_or("");
             if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
                 return AppError::Unauthorized.into_response();
@@ -120,10 +122,22 @@ async fn contract_errors(response: Response) -> Response {
         s if s.is_server_error() => {
             AppError::Internal(anyhow::anyhow!("an unexpected {s} without a body"))
         }
-        _ => AppError::BadRequest {
-            code: "bad_request",
-            message: "the request is malformed".to_owned(),
-        },
+        _ => {
+            // axum's rejection text says what is wrong with the request (a path parameter
+            // that is not UTF-8, for one) and holds nothing but the request's own words.
+            let detail = axum::body::to_bytes(response.into_body(), 512)
+                .await
+                .map(|text| String::from_utf8_lossy(&text).trim().to_owned())
+                .unwrap_or_default();
+            AppError::BadRequest {
+                code: "bad_request",
+                message: if detail.is_empty() {
+                    "the request is malformed".to_owned()
+                } else {
+                    format!("the request is malformed: {detail}")
+                },
+            }
+        }
     };
     let mut replaced = error.into_response();
     *replaced.status_mut() = status;

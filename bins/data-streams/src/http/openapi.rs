@@ -52,6 +52,7 @@ pub const CREATE_BODY_FIELDS: [&str; 6] = [
         super::jobs::create, super::jobs::list, super::jobs::get, super::jobs::start, super::jobs::stop, super::jobs::delete,
         super::articles::latest, super::articles::batches, super::articles::of_batch, super::articles::feed,
         super::ops::healthz, super::ops::readyz, super::ops::metrics, super::ops::dead_letters,
+        super::ops::openapi,
     ),
     components(schemas(super::error::ErrorBody, CreateJobBody)),
     modifiers(&BearerAuth),
@@ -101,6 +102,8 @@ mod tests {
             "/healthz",
             "/readyz",
             "/metrics",
+            "/dead-letters",
+            "/openapi.json",
         ] {
             assert!(
                 paths.contains_key(route),

@@ -107,7 +107,7 @@ pub struct DeadLetters {
 }
 
 /// Poison stream messages kept for inspection.
-#[utoipa::path(get, path = "/dead-letters", tag = "ops", params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+#[utoipa::path(get, path = "/dead-letters", tag = "ops", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = DeadLetters), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn dead_letters(
     State(state): State<AppState>,
@@ -127,6 +127,8 @@ pub async fn dead_letters(
 }
 
 /// The OpenAPI document, generated from the handlers and types.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops",
+    responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json"), (status = 401, body = ErrorBody)))]
 pub async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
