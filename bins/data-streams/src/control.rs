@@ -35,7 +35,10 @@ struct Seen {
 /// What data-streams knows of workers, from their heartbeats and acks.
 pub struct Control {
     settings: ControlSettings,
-    started: Instant,
+    /// Since when NATS is connected without a break the reconciler saw: heartbeats sent
+    /// while data-streams was cut off never reached it, so a worker is judged gone only once
+    /// it had a whole worker timeout to be heard again.
+    connected_since: Mutex<Option<Instant>>,
     workers: Mutex<HashMap<WorkerId, Seen>>,
     starting: Mutex<HashSet<JobId>>,
 }
@@ -45,7 +48,7 @@ impl Control {
     pub fn new(settings: ControlSettings) -> Self {
         Self {
             settings,
-            started: Instant::now(),
+            connected_since: Mutex::default(),
             workers: Mutex::default(),
             starting: Mutex::default(),
         }
@@ -241,8 +244,19 @@ impl Control {
     /// One reconciliation pass: every running job without a live owner that runs it is
     /// (re)started on some worker.
     async fn reconcile(self: &Arc<Self>, shared: &Arc<Shared>) {
+        let connected_since = {
+            let mut since = self
+                .connected_since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !shared.nats_connected() {
+                *since = None;
+                return;
+            }
+            *since.get_or_insert_with(Instant::now)
+        };
         // With no live worker a start has no taker; a worker's first heartbeat ends this.
-        if !shared.nats_connected() || self.alive_count() == 0 {
+        if self.alive_count() == 0 {
             return;
         }
         let jobs = match shared.store.all_jobs() {
@@ -252,7 +266,7 @@ impl Control {
                 return;
             }
         };
-        let settled = self.started.elapsed() >= self.settings.worker_timeout;
+        let settled = connected_since.elapsed() >= self.settings.worker_timeout;
         for record in jobs.into_iter().filter(|r| r.state == JobState::Running) {
             let job = record.spec.id().clone();
             let needs_start = match &record.worker {

@@ -63,6 +63,8 @@ pub struct Ledger {
 struct LedgerInner {
     articles: BTreeMap<BatchKey, BTreeMap<u32, String>>,
     markers: BTreeMap<BatchKey, u32>,
+    failed_attempts: u64,
+    last_failure: Option<String>,
 }
 
 impl Ledger {
@@ -83,6 +85,18 @@ impl Ledger {
             (marker.job_id.to_string(), marker.batch_id.to_string()),
             marker.article_count,
         );
+    }
+
+    fn attempt_failed(&self, why: String) {
+        let mut inner = self.lock();
+        inner.failed_attempts += 1;
+        inner.last_failure = Some(why);
+    }
+
+    /// Publish attempts that got no ack, and the last reason.
+    pub fn failures(&self) -> (u64, Option<String>) {
+        let inner = self.lock();
+        (inner.failed_attempts, inner.last_failure.clone())
     }
 
     /// Acknowledged article ids by batch and seq.
@@ -117,6 +131,7 @@ impl Ledger {
 /// `PUBLISH_WITHIN` passes. `true` when acknowledged.
 async fn publish_until_acked(
     js: &jetstream::Context,
+    ledger: &Ledger,
     subject: &str,
     msg_id: &str,
     payload: &Bytes,
@@ -126,15 +141,16 @@ async fn publish_until_acked(
     loop {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id);
-        let acked = match js
+        let outcome = match js
             .publish_with_headers(subject.to_owned(), headers, payload.clone())
             .await
         {
-            Ok(ack) => ack.await.is_ok(),
-            Err(_) => false,
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| format!("ack: {e}")),
+            Err(e) => Err(format!("send: {e}")),
         };
-        if acked {
-            return true;
+        match outcome {
+            Ok(()) => return true,
+            Err(why) => ledger.attempt_failed(why),
         }
         if started.elapsed() > PUBLISH_WITHIN {
             return false;
@@ -173,13 +189,27 @@ pub async fn publish_batch(js: &jetstream::Context, ledger: &Ledger, articles: &
             .ok();
         sent.push((seq, article, msg_id, payload, ack));
     }
+    // Awaited together, so acks lost in an outage cost one timeout, not one each.
+    let acks = futures::future::join_all(sent.iter_mut().map(|(_, _, _, _, ack)| {
+        let ack = ack.take();
+        async move {
+            match ack {
+                Some(ack) => ack.await.map(|_| ()).map_err(|e| format!("ack: {e}")),
+                None => Err("send failed".to_owned()),
+            }
+        }
+    }))
+    .await;
     let mut all_acked = true;
-    for (seq, article, msg_id, payload, ack) in sent {
-        let acked = match ack {
-            Some(ack) => ack.await.is_ok(),
-            None => false,
+    for ((seq, article, msg_id, payload, _), outcome) in sent.into_iter().zip(acks) {
+        let acked = match outcome {
+            Ok(()) => true,
+            Err(why) => {
+                ledger.attempt_failed(why);
+                false
+            }
         };
-        if acked || publish_until_acked(js, &subject, &msg_id, &payload).await {
+        if acked || publish_until_acked(js, ledger, &subject, &msg_id, &payload).await {
             ledger.article_acked(article, seq);
         } else {
             all_acked = false;
@@ -200,6 +230,7 @@ pub async fn publish_batch(js: &jetstream::Context, ledger: &Ledger, articles: &
     let payload = Bytes::from(serde_json::to_vec(&marker).expect("a marker serializes"));
     let acked = publish_until_acked(
         js,
+        ledger,
         &subjects::batch_marker(&job, batch),
         &subjects::marker_msg_id(&job, batch),
         &payload,
@@ -245,12 +276,14 @@ impl PublisherHandle {
 }
 
 /// Publishes batches of `per_batch` synthetic articles for each of `jobs` (one task per job),
-/// `batches` batches each, or until stopped when `batches` is `None`.
+/// `batches` batches each, or until stopped when `batches` is `None`, pausing `pause` between
+/// two batches of a job.
 pub fn spawn_publisher(
     bus: &Bus,
     jobs: &[&str],
     per_batch: usize,
     batches: Option<usize>,
+    pause: Duration,
 ) -> PublisherHandle {
     let ledger = Arc::new(Ledger::default());
     let batches_done = Arc::new(AtomicUsize::new(0));
@@ -268,6 +301,9 @@ pub fn spawn_publisher(
                         done.fetch_add(1, Ordering::Relaxed);
                     }
                     published += 1;
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
             })
         })

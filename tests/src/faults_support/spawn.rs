@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
+use crate::api::Api;
 use crate::bins::{binary, Program};
 use crate::mock::DEMO_KEY;
 use crate::process::{Proc, Spec};
-use crate::system::{System, FAST_DS_ARGS, FAST_WORKER_ARGS};
+use crate::system::{System, DS_READY_WITHIN, FAST_DS_ARGS, FAST_WORKER_ARGS};
 
 /// `defaults` (flag/value pairs) with each flag also named in `overrides` replaced, then the
 /// overrides: clap refuses a flag given twice.
@@ -31,38 +32,58 @@ fn spec(system: &System, program: Program, name: &str, args: Vec<String>) -> Spe
     spec
 }
 
-/// Starts a worker `id` of `system` whose flags are the fast defaults with `overrides`
-/// replacing the same flags (`--retry-base-ms 400`...), and waits until it is ready.
+/// Starts a worker `id` of `system` whose flags are the `System`'s (fast timings, the mock)
+/// with `overrides` replacing the same flags (`--retry-base-ms 400`, `--newsapi-url`...), and
+/// waits until it is ready.
 pub async fn spawn_worker_with(system: &System, id: &str, overrides: &[&str]) -> Proc {
-    let mut args: Vec<String> = vec![
-        "--nats-url".into(),
-        system.nats_url(),
-        "--newsapi-url".into(),
-        system.mock().base().to_owned(),
-        "--newsapi-key".into(),
-        DEMO_KEY.into(),
-        "--worker-id".into(),
-        id.into(),
+    let (nats, mock) = (system.nats_url(), system.mock().base().to_owned());
+    let mut defaults = vec![
+        "--nats-url",
+        nats.as_str(),
+        "--newsapi-url",
+        mock.as_str(),
+        "--newsapi-key",
+        DEMO_KEY,
+        "--worker-id",
+        id,
     ];
-    args.extend(merge_flags(&FAST_WORKER_ARGS, overrides));
+    defaults.extend(FAST_WORKER_ARGS);
+    let args = merge_flags(&defaults, overrides);
     let spec = spec(system, Program::Worker, id, args).ready_when(format!("worker ready id={id}"));
     Proc::spawn(spec).await
 }
 
-/// Starts data-streams on `system`'s data dir with `extra` flags without waiting for it to
-/// be ready (for starts expected to fail).
-pub async fn spawn_data_streams_unready(system: &System, extra: &[&str]) -> Proc {
+fn data_streams_args(system: &System, nats_url: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--http-addr".into(),
         "127.0.0.1:0".into(),
         "--nats-url".into(),
-        system.nats_url(),
+        nats_url.to_owned(),
         "--data-dir".into(),
         system.data_dir().display().to_string(),
     ];
     args.extend(FAST_DS_ARGS.iter().map(|s| (*s).to_owned()));
     args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// Starts data-streams on `system`'s data dir with `extra` flags without waiting for it to
+/// be ready (for starts expected to fail).
+pub async fn spawn_data_streams_unready(system: &System, extra: &[&str]) -> Proc {
+    let args = data_streams_args(system, &system.nats_url(), extra);
     Proc::spawn(spec(system, Program::DataStreams, "data-streams", args)).await
+}
+
+/// Starts data-streams (when `system` runs none) on its data dir, reaching NATS at
+/// `nats_url` (a [`super::Partition`]), and waits until it is ready; returns it and its API.
+pub async fn spawn_data_streams_through(system: &System, nats_url: &str) -> (Proc, Api) {
+    let args = data_streams_args(system, nats_url, &[]);
+    let spec = spec(system, Program::DataStreams, "data-streams", args)
+        .ready_when("data-streams listening on http://");
+    let proc = Proc::spawn(spec).await;
+    let api = Api::new(&proc.http_addr());
+    api.wait_ready(DS_READY_WITHIN).await;
+    (proc, api)
 }
 
 /// Overwrites every file under `dir` with garbage of the same length (at least 64 bytes);

@@ -1,7 +1,7 @@
-//! Observers running in the background while a test injects faults: when the mock received
-//! each request, which worker announced which jobs, and what readers of the latest batch saw.
+//! Observers running in the background while a test injects faults: when each request reached
+//! the mock, which worker announced which jobs, and what readers of the latest batch saw.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -10,110 +10,137 @@ use futures::StreamExt;
 use newsflow_nats::subjects;
 use newsflow_nats::wire::Heartbeat;
 use serde_json::Value;
-use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::bus::Bus;
-use crate::mock::MockClient;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One `/v2/*` request the mock answered.
-#[derive(Debug, Clone)]
-pub struct MockRequest {
-    /// When the mock recorded it (exact when requests came one per poll, else `None`).
-    pub at: Option<OffsetDateTime>,
-    /// Its status (`"200"`, `"429"`...).
-    pub status: String,
+/// One request that went through a [`TimingProxy`].
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange {
+    /// When the request's first bytes reached the proxy.
+    pub sent: Instant,
+    /// The response's status, once it came back.
+    pub status: Option<u16>,
 }
 
-/// The mock's requests in order, reconstructed by polling `GET /__mock/stats` every 10 ms.
+/// A TCP proxy in front of the mock that timestamps every HTTP request going through it and
+/// reads each response's status: exact request timing at the API, whatever the load.
 #[derive(Debug)]
-pub struct MockTimeline {
-    requests: Arc<Mutex<Vec<MockRequest>>>,
+pub struct TimingProxy {
+    addr: String,
+    exchanges: Arc<Mutex<Vec<Exchange>>>,
     task: JoinHandle<()>,
 }
 
-impl MockTimeline {
-    /// Starts polling `mock` (whose counters should start at zero).
-    pub fn start(mock: &MockClient) -> Self {
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let url = format!("{}/__mock/stats", mock.base());
-        let sink = requests.clone();
+impl TimingProxy {
+    /// Listens on a free port and forwards every connection to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("binding the timing proxy: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("reading the timing proxy's address: {e}"))
+            .to_string();
+        let exchanges = Arc::new(Mutex::new(Vec::new()));
+        let (log, target) = (exchanges.clone(), target.to_owned());
         let task = tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let mut count = 0u64;
-            let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
-            loop {
-                if let Ok(stats) = fetch_json(&http, &url).await {
-                    let now = stats["requests"].as_u64().unwrap_or(count);
-                    if now > count {
-                        let current: BTreeMap<String, u64> = stats["by_status"]
-                            .as_object()
-                            .into_iter()
-                            .flatten()
-                            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                            .collect();
-                        let at = (now == count + 1)
-                            .then(|| stats["last_request_at"].as_str().and_then(parse_time))
-                            .flatten();
-                        let mut sink = lock(&sink);
-                        for (status, n) in &current {
-                            let before = by_status.get(status).copied().unwrap_or(0);
-                            for _ in before..*n {
-                                sink.push(MockRequest {
-                                    at,
-                                    status: status.clone(),
-                                });
-                            }
-                        }
-                        count = now;
-                        by_status = current;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(relay(client, target.clone(), log.clone()));
             }
         });
-        Self { requests, task }
+        Self {
+            addr,
+            exchanges,
+            task,
+        }
     }
 
-    /// The requests so far, oldest first.
-    pub fn requests(&self) -> Vec<MockRequest> {
-        lock(&self.requests).clone()
+    /// `http://host:port`, what a worker gets as `--newsapi-url`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
-    /// The gaps between consecutive requests whose times are known, with their statuses.
-    pub fn gaps(&self) -> Vec<(String, String, Duration)> {
-        self.requests()
+    /// The requests so far, in the order they were sent.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        lock(&self.exchanges).clone()
+    }
+
+    /// Each request's status and the time from it to the next request.
+    pub fn gaps(&self) -> Vec<(Option<u16>, Duration)> {
+        self.exchanges()
             .windows(2)
-            .filter_map(|pair| {
-                let (a, b) = (pair[0].at?, pair[1].at?);
-                let gap = Duration::try_from(b - a).unwrap_or(Duration::ZERO);
-                Some((pair[0].status.clone(), pair[1].status.clone(), gap))
-            })
+            .map(|pair| (pair[0].status, pair[1].sent.duration_since(pair[0].sent)))
             .collect()
     }
 }
 
-impl Drop for MockTimeline {
+impl Drop for TimingProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-async fn fetch_json(http: &reqwest::Client, url: &str) -> Result<Value, reqwest::Error> {
-    http.get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await?
-        .json()
-        .await
+async fn relay(client: TcpStream, target: String, log: Arc<Mutex<Vec<Exchange>>>) {
+    let Ok(upstream) = TcpStream::connect(&target).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let pending: Arc<Mutex<VecDeque<usize>>> = Arc::default();
+    let (up_log, up_pending) = (log.clone(), pending.clone());
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = client_read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            if buf[..n].starts_with(b"GET ") {
+                let mut log = lock(&up_log);
+                lock(&up_pending).push_back(log.len());
+                log.push(Exchange {
+                    sent: Instant::now(),
+                    status: None,
+                });
+            }
+            if upstream_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = upstream_write.shutdown().await;
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = upstream_read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            if let Some(status) = response_status(&buf[..n]) {
+                if let Some(index) = lock(&pending).pop_front() {
+                    if let Some(exchange) = lock(&log).get_mut(index) {
+                        exchange.status = Some(status);
+                    }
+                }
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(up, down);
 }
 
-fn parse_time(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+/// The status of a chunk that starts an HTTP/1.1 response.
+fn response_status(chunk: &[u8]) -> Option<u16> {
+    let rest = chunk.strip_prefix(b"HTTP/1.1 ")?;
+    std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()
 }
 
 /// Every heartbeat published, with when the test received it.

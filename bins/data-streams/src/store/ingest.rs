@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use newsflow_core::{
-    Article, ArticleMessage, BatchId, BatchMarker, JobId, JobSpec, JobState, Promotion,
+    Article, ArticleMessage, BatchId, BatchMarker, BatchStatus, JobId, JobSpec, JobState,
+    MarkerStatus, Promotion,
 };
 use newsflow_nats::subjects::{self, DataKind};
 
@@ -123,6 +124,10 @@ pub struct Ingest {
     store: Store,
     tombstones: HashMap<JobId, u64>,
     known_batches: HashSet<Vec<u8>>,
+    /// Batches whose `complete` marker arrived before all their articles: after a restart,
+    /// JetStream redelivers the unacknowledged articles only once their ack wait is over, after
+    /// newer messages (the marker among them). Each late article re-checks its batch.
+    awaiting_articles: HashSet<Vec<u8>>,
     dead_letter_count: usize,
 }
 
@@ -140,10 +145,19 @@ impl Ingest {
             }
         }
         let dead_letter_count = store.dead_letters.len();
+        let mut awaiting_articles = HashSet::new();
+        for entry in store.batches.iter() {
+            let (key, value) = entry.context("reading batches")?;
+            let record: BatchRecord = decode(&value, "batch")?;
+            if record.marker.as_ref().is_some_and(awaits_articles) {
+                awaiting_articles.insert(key.to_vec());
+            }
+        }
         Ok(Self {
             store,
             tombstones,
             known_batches: HashSet::new(),
+            awaiting_articles,
             dead_letter_count,
         })
     }
@@ -165,6 +179,9 @@ impl Ingest {
                     .articles
                     .insert(article_key(&job, batch, seq), json)
                     .context("storing an article")?;
+                if self.awaiting_articles.contains(&batch_key(&job, batch)) {
+                    self.recheck_marker(&job, batch)?;
+                }
                 Ok(Applied::Article)
             }
             Parsed::Marker { marker, spec } => {
@@ -251,9 +268,15 @@ impl Ingest {
                 error: marker.error.clone(),
             }),
         };
+        let key = batch_key(job, marker.batch_id);
+        if record.marker.as_ref().is_some_and(awaits_articles) {
+            self.awaiting_articles.insert(key.clone());
+        } else {
+            self.awaiting_articles.remove(&key);
+        }
         self.store
             .batches
-            .insert(batch_key(job, marker.batch_id), encode(&record)?)
+            .insert(key, encode(&record)?)
             .context("storing a batch marker")?;
         let failure = match decision {
             Promotion::Promote => {
@@ -300,6 +323,54 @@ impl Ingest {
             self.recreate_lost_job(spec, marker)?;
         }
         Ok(Applied::Marker(decision, job.clone()))
+    }
+
+    /// Decides again on a batch whose `complete` marker came before all its articles, now that
+    /// one more arrived: once every article is stored it is complete (and the latest, unless a
+    /// newer batch already is), and the `incomplete_batch` error its early marker recorded is
+    /// withdrawn. Nothing changes while articles are still missing.
+    fn recheck_marker(&mut self, job: &JobId, batch: BatchId) -> anyhow::Result<()> {
+        let key = batch_key(job, batch);
+        let Some(value) = self.store.batches.get(&key).context("reading a batch")? else {
+            self.awaiting_articles.remove(&key);
+            return Ok(());
+        };
+        let record: BatchRecord = decode(&value, "batch")?;
+        let Some(early) = record.marker.filter(awaits_articles) else {
+            self.awaiting_articles.remove(&key);
+            return Ok(());
+        };
+        let from = article_key(job, batch, 0);
+        let to = article_key(job, batch, early.article_count);
+        if (self.store.articles.range(from..to).keys().count() as u32) < early.article_count {
+            return Ok(());
+        }
+        let marker = BatchMarker {
+            job_id: job.clone(),
+            batch_id: batch,
+            status: early.said,
+            article_count: early.article_count,
+            started_at: record.started_at,
+            finished_at: early.finished_at,
+            error: early.error,
+        };
+        let Applied::Marker(decision, _) = self.apply_marker(&marker, None)? else {
+            return Ok(());
+        };
+        let mut status: JobStatus = self.store.job_status(job)?;
+        if status
+            .last_error
+            .as_ref()
+            .is_some_and(|last| last.code == "incomplete_batch" && last.at == early.finished_at)
+        {
+            status.last_error = None;
+            self.store
+                .job_status
+                .insert(job.as_str(), encode(&status)?)
+                .context("storing a job status")?;
+        }
+        tracing::info!(%job, %batch, ?decision, "the late articles of a batch arrived; decided again");
+        Ok(())
     }
 
     /// A marker for a job the store does not know (and did not delete): the store was lost
@@ -437,6 +508,8 @@ impl Ingest {
                 .context("deleting a feed reference")?;
         }
         self.known_batches.retain(|key| !key.starts_with(&prefix));
+        self.awaiting_articles
+            .retain(|key| !key.starts_with(&prefix));
         self.store
             .job_status
             .remove(job.as_str())
@@ -450,6 +523,11 @@ impl Ingest {
         self.store.flush().await?;
         Ok(existed)
     }
+}
+
+/// Whether a recorded marker said `complete` but found articles missing.
+fn awaits_articles(marker: &MarkerRecord) -> bool {
+    marker.said == MarkerStatus::Complete && marker.status == BatchStatus::Incomplete
 }
 
 /// Order-preserving map of a signed time to an unsigned key, reversed so newer sorts first.
@@ -476,6 +554,7 @@ fn hex_id(article: &Article) -> anyhow::Result<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn reversed_times_sort_newest_first_and_round_trip() {
@@ -508,5 +587,121 @@ mod tests {
             parse(&format!("news.batches.j.{batch}"), None, marker.as_bytes()),
             Parsed::Poison(_)
         ));
+    }
+
+    /// A stream message: mostly the stream's subject shapes and payloads whose job and batch
+    /// agree with the subject, with fields replaced by arbitrary values; sometimes anything.
+    fn message() -> impl Strategy<Value = (String, Vec<u8>)> {
+        let kind = prop_oneof![
+            6 => proptest::sample::select(vec!["articles", "batches"]),
+            1 => proptest::sample::select(vec!["ctl", "", "articles.x", "Articles"]),
+        ];
+        let job = prop_oneof![
+            6 => "[a-z0-9][a-z0-9_-]{0,8}",
+            1 => ".{0,10}",
+        ];
+        let batch = prop_oneof![
+            6 => any::<u128>().prop_map(|n| ulid::Ulid(n).to_string()),
+            1 => "[0-9A-Za-z]{0,30}",
+        ];
+        let value = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u32>().prop_map(serde_json::Value::from),
+            (MAX_SEQ - 2..MAX_SEQ + 2).prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            ".{0,20}".prop_map(serde_json::Value::from),
+            Just(serde_json::json!({"id":null,"name":"x"})),
+            Just(serde_json::json!({"code":"c","message":"m"})),
+            Just(serde_json::json!("2026-11-20T08:00:00Z")),
+            Just(serde_json::json!("https://example.com/a")),
+            proptest::sample::select(vec!["complete", "failed", "in_progress"])
+                .prop_map(serde_json::Value::from),
+        ];
+        let field = proptest::sample::select(vec![
+            "id",
+            "job_id",
+            "batch_id",
+            "source",
+            "author",
+            "title",
+            "description",
+            "url",
+            "url_to_image",
+            "published_at",
+            "content",
+            "fetched_at",
+            "seq",
+            "status",
+            "article_count",
+            "started_at",
+            "finished_at",
+            "error",
+            "extra",
+        ]);
+        let structured = (
+            kind,
+            job,
+            batch,
+            any::<bool>(),
+            proptest::collection::vec((field, value), 0..3),
+        )
+            .prop_map(|(kind, job, batch, is_article, changes)| {
+                let mut base = if is_article {
+                    serde_json::json!({
+                        "id":"00000000000000000000000000000000","job_id":job,"batch_id":batch,
+                        "source":{"id":null,"name":"n"},"author":null,"title":"t",
+                        "description":null,"url":"https://example.com/a","url_to_image":null,
+                        "published_at":null,"content":null,"fetched_at":"2026-11-20T08:00:00Z",
+                        "seq":0
+                    })
+                } else {
+                    serde_json::json!({
+                        "job_id":job,"batch_id":batch,"status":"complete","article_count":1,
+                        "started_at":"2026-11-20T08:00:00Z",
+                        "finished_at":"2026-11-20T08:00:01Z","error":null
+                    })
+                };
+                for (name, value) in changes {
+                    base[name] = value;
+                }
+                let payload = serde_json::to_vec(&base).unwrap_or_default();
+                (format!("news.{kind}.{job}.{batch}"), payload)
+            });
+        prop_oneof![
+            3 => structured,
+            1 => (".{0,60}", proptest::collection::vec(any::<u8>(), 0..256)),
+        ]
+    }
+
+    proptest! {
+        /// The stream-message parser on arbitrary subjects, payloads and spec headers: never
+        /// panics, and an article it accepts belongs to the subject's job and batch.
+        #[test]
+        fn arbitrary_stream_messages_never_panic_the_parser(
+            (subject, payload) in message(),
+            header in proptest::option::of(prop_oneof![
+                ".{0,40}",
+                Just(r#"{"id":"j","endpoint":"everything","params":{"q":"x"},"interval_secs":1,"max_pages":1,"page_size":1}"#.to_owned()),
+            ]),
+        ) {
+            match parse(&subject, header.as_deref(), &payload) {
+                Parsed::Article { job, batch, seq, json } => {
+                    let data = subjects::parse_data(&subject).expect("an accepted subject parses");
+                    prop_assert_eq!(&job, &data.job);
+                    prop_assert_eq!(batch, data.batch);
+                    prop_assert!(seq < MAX_SEQ);
+                    let article: Article = serde_json::from_slice(&json).expect("stored JSON re-parses");
+                    prop_assert_eq!(article.id, newsflow_core::ArticleId::from_url(&article.url));
+                }
+                Parsed::Marker { marker, spec } => {
+                    prop_assert!(marker.article_count <= MAX_SEQ);
+                    if let Some(spec) = spec {
+                        prop_assert_eq!(spec.id(), &marker.job_id);
+                    }
+                }
+                Parsed::Poison(reason) => prop_assert!(!reason.is_empty()),
+            }
+        }
     }
 }

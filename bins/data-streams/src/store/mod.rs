@@ -13,6 +13,8 @@
 
 pub mod ingest;
 mod jobs;
+#[cfg(test)]
+mod late_articles;
 mod read;
 mod records;
 

@@ -1,0 +1,111 @@
+//! A `complete` marker that reaches ingest before some of its articles: after a restart,
+//! JetStream redelivers unacknowledged messages only when their ack wait is over, after newer
+//! ones. The batch must complete once its last article arrives, even across another restart.
+
+use newsflow_core::{Article, ArticleId, ArticleMessage, BatchId, BatchMarker, BatchStatus};
+use newsflow_core::{JobId, MarkerStatus, Source};
+use newsflow_nats::subjects;
+
+use super::{Ingest, Store};
+use crate::store::ingest::parse;
+
+fn job() -> JobId {
+    JobId::parse("late").expect("valid")
+}
+
+fn article_message(batch: BatchId, seq: u32) -> (String, Vec<u8>) {
+    let url = format!("https://late.example/{batch}/{seq}");
+    let article = Article {
+        id: ArticleId::from_url(&url),
+        job_id: job(),
+        batch_id: batch,
+        source: Source::default(),
+        author: None,
+        title: Some("late".to_owned()),
+        description: None,
+        url,
+        url_to_image: None,
+        published_at: None,
+        content: None,
+        fetched_at: newsflow_core::now_utc(),
+    };
+    let payload = serde_json::to_vec(&ArticleMessage { article, seq }).expect("serializes");
+    (subjects::articles(&job(), batch), payload)
+}
+
+fn marker_message(batch: BatchId, count: u32) -> (String, Vec<u8>) {
+    let marker = BatchMarker {
+        job_id: job(),
+        batch_id: batch,
+        status: MarkerStatus::Complete,
+        article_count: count,
+        started_at: newsflow_core::now_utc(),
+        finished_at: newsflow_core::now_utc(),
+        error: None,
+    };
+    let payload = serde_json::to_vec(&marker).expect("serializes");
+    (subjects::batch_marker(&job(), batch), payload)
+}
+
+fn apply(ingest: &mut Ingest, (subject, payload): (String, Vec<u8>)) {
+    ingest
+        .apply(parse(&subject, None, &payload))
+        .expect("applies");
+}
+
+fn status(store: &Store, batch: BatchId) -> BatchStatus {
+    store
+        .batch(&job(), batch)
+        .expect("reads")
+        .and_then(|record| record.marker)
+        .map(|marker| marker.status)
+        .expect("a marker is recorded")
+}
+
+#[test]
+fn a_batch_whose_marker_came_first_completes_when_its_last_article_arrives() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(dir.path()).expect("opens");
+    let mut ingest = Ingest::new(store.clone()).expect("starts");
+    let batch = BatchId::generate();
+    apply(&mut ingest, article_message(batch, 0));
+
+    apply(&mut ingest, marker_message(batch, 3));
+    assert_eq!(status(&store, batch), BatchStatus::Incomplete);
+    let early = store.job_status(&job()).expect("reads");
+    assert_eq!(
+        early.last_error.map(|e| e.code).as_deref(),
+        Some("incomplete_batch")
+    );
+    apply(&mut ingest, article_message(batch, 1));
+    assert_eq!(status(&store, batch), BatchStatus::Incomplete);
+    apply(&mut ingest, article_message(batch, 2));
+
+    assert_eq!(status(&store, batch), BatchStatus::Complete);
+    let now = store.job_status(&job()).expect("reads");
+    assert_eq!(now.latest.map(|latest| latest.id), Some(batch));
+    assert!(
+        now.last_error.is_none(),
+        "the early marker's error is withdrawn"
+    );
+}
+
+#[test]
+fn a_batch_still_missing_articles_at_a_restart_completes_after_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let batch = BatchId::generate();
+    {
+        let store = Store::open(dir.path()).expect("opens");
+        let mut ingest = Ingest::new(store).expect("starts");
+        apply(&mut ingest, marker_message(batch, 2));
+        apply(&mut ingest, article_message(batch, 0));
+    }
+    let store = Store::open(dir.path()).expect("opens again");
+    let mut ingest = Ingest::new(store.clone()).expect("starts again");
+
+    apply(&mut ingest, article_message(batch, 1));
+
+    assert_eq!(status(&store, batch), BatchStatus::Complete);
+    let now = store.job_status(&job()).expect("reads");
+    assert_eq!(now.latest.map(|latest| latest.id), Some(batch));
+}
