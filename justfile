@@ -10,7 +10,7 @@ default:
 
 # Run the whole system on its defaults with a demo job against the bundled mock API.
 demo:
-    cargo build --release --bins
+    cargo build --release -p data-streams -p worker -p newsapi-mock
     bash scripts/demo.sh
 
 # Run every test: unit tests, black-box tests against real nats-server and processes.
@@ -31,8 +31,8 @@ lint:
 
 # Benchmark against ceilings measured in the same run (`just bench --quick` for a small run).
 bench *args:
-    cargo build --release --bins -p newsflow-bench
-    target/release/newsflow-bench {{args}}
+    cargo build --release --bins
+    cargo run --release -q -p newsflow-bench -- {{args}}
 
 # Repeat the kill cycles of the fault suite many times and print the figures.
 soak cycles="20":

@@ -173,7 +173,9 @@ pub async fn run_job<S: PageSource, P: Publisher>(
         last_start = Some(started);
         let current = spec.borrow_and_update().clone();
         let late = lateness(due.into_std(), started.into_std());
-        let report = runner.run_batch(&current, late, &cancel).await;
+        // Boxed: an idle job's task then holds a pointer, not a whole run's state machine,
+        // which is what lets one worker keep thousands of jobs in little memory.
+        let report = Box::pin(runner.run_batch(&current, late, &cancel)).await;
         let interval = current.interval().duration();
         let wait = match &report.end {
             RunEnd::Cancelled => break,

@@ -1,0 +1,154 @@
+//! Flags, and the sizes of a full run and of a quick one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A part of the run, each with its own processes (run a subset with `--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// Figures 1 (consume), 3, 4, 5 and data-streams' footprint: a backlog through data-streams.
+    Ingest,
+    /// Figures 1 (publish), 2 and the worker's footprint: the worker publishing the mock's pages.
+    Publish,
+    /// Figure 6: thousands of jobs on one worker.
+    Scale,
+    /// Figure 7 and the big store's footprint: data-streams restarting on a large store.
+    Restart,
+}
+
+impl Phase {
+    /// Every phase, in the order a run goes through them.
+    pub const ALL: [Phase; 4] = [Phase::Ingest, Phase::Publish, Phase::Scale, Phase::Restart];
+
+    /// The figures this phase measures (figure 8 gathers rows from several phases).
+    pub fn figures(self) -> &'static [u8] {
+        match self {
+            Phase::Ingest => &[1, 3, 4, 5, 8],
+            Phase::Publish => &[1, 2, 8],
+            Phase::Scale => &[6],
+            Phase::Restart => &[7, 8],
+        }
+    }
+}
+
+/// newsflow's benchmark: builds nothing, starts its own nats-server and services from the built
+/// binaries, and prints every figure beside a ceiling measured in the same run.
+#[derive(Debug, clap::Parser)]
+#[command(name = "newsflow-bench", version, about)]
+pub struct Cli {
+    /// A small run (well under a minute) that checks every figure can still be measured.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the JSON lines go (default: `<target dir>/bench/results.jsonl`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Directory holding `data-streams`, `worker` and `newsapi-mock` (default: the directory of
+    /// this program, so a release bench runs release services).
+    #[arg(long, env = "NEWSFLOW_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Run only these phases (comma-separated); the others' figures are reported as skipped.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Phase>,
+    /// Keep the scratch directory (stores and every process's logs) after the run.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// How big each part of a run is.
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    /// Jobs of the ingest backlog.
+    pub backlog_jobs: usize,
+    /// Batches per job of the ingest backlog.
+    pub backlog_batches: usize,
+    /// Articles per batch (of the backlog and of the big store).
+    pub batch_articles: u32,
+    /// Messages of the raw publish ceiling.
+    pub publish_ceiling_messages: usize,
+    /// Jobs the worker runs for figure 2, each a 10-page batch of 1,000 articles every second:
+    /// more than the worker can publish, so the figure is its capacity, not the schedule's.
+    pub publish_jobs: usize,
+    /// Worker publishing before figure 2's window opens.
+    pub publish_warmup: Duration,
+    /// Figure 2's measuring window.
+    pub publish_window: Duration,
+    /// Marker → visible samples.
+    pub latency_samples: usize,
+    /// Articles in each latency sample's batch.
+    pub latency_batch_articles: u32,
+    /// Length of each read load.
+    pub read_duration: Duration,
+    /// Connections of the read load.
+    pub read_connections: usize,
+    /// Jobs on one worker for figure 6.
+    pub scale_jobs: usize,
+    /// Their interval.
+    pub scale_interval_secs: u64,
+    /// Jobs of the big store (each `restart_batches` batches of `restart_batch_articles`).
+    pub restart_jobs: usize,
+    /// Batches per job of the big store.
+    pub restart_batches: usize,
+    /// Articles per batch of the big store: one page, as a job with the default
+    /// `max_pages` fetches, so the store holds as many batches as real use would.
+    pub restart_batch_articles: u32,
+    /// Idle time before a process's RSS counts as "at rest".
+    pub settle: Duration,
+}
+
+impl Sizes {
+    /// The full run: every size the issue asks for, in well under ten minutes.
+    pub fn full() -> Self {
+        Self {
+            backlog_jobs: 20,
+            backlog_batches: 10,
+            batch_articles: 1000,
+            publish_ceiling_messages: 200_000,
+            publish_jobs: 64,
+            publish_warmup: Duration::from_secs(3),
+            publish_window: Duration::from_secs(15),
+            latency_samples: 500,
+            latency_batch_articles: 100,
+            read_duration: Duration::from_secs(5),
+            read_connections: 8,
+            scale_jobs: 10_000,
+            scale_interval_secs: 30,
+            restart_jobs: 1000,
+            restart_batches: 10,
+            restart_batch_articles: 100,
+            settle: Duration::from_secs(2),
+        }
+    }
+
+    /// The quick run: small enough for a test.
+    pub fn quick() -> Self {
+        Self {
+            backlog_jobs: 5,
+            backlog_batches: 2,
+            batch_articles: 1000,
+            publish_ceiling_messages: 10_000,
+            publish_jobs: 32,
+            publish_warmup: Duration::from_secs(1),
+            publish_window: Duration::from_secs(3),
+            latency_samples: 30,
+            latency_batch_articles: 100,
+            read_duration: Duration::from_secs(1),
+            read_connections: 8,
+            scale_jobs: 500,
+            scale_interval_secs: 3,
+            restart_jobs: 100,
+            restart_batches: 2,
+            restart_batch_articles: 100,
+            settle: Duration::from_millis(500),
+        }
+    }
+
+    /// Articles of the ingest backlog.
+    pub fn backlog_articles(&self) -> u64 {
+        (self.backlog_jobs * self.backlog_batches) as u64 * u64::from(self.batch_articles)
+    }
+
+    /// Articles of the big store.
+    pub fn restart_articles(&self) -> u64 {
+        (self.restart_jobs * self.restart_batches) as u64 * u64::from(self.restart_batch_articles)
+    }
+}
