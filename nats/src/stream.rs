@@ -117,7 +117,7 @@ impl Default for ConsumerSettings {
     fn default() -> Self {
         Self {
             durable: "data-streams".to_owned(),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(10),
             max_deliver: 10,
             max_ack_pending: 20_000,
         }

@@ -463,7 +463,7 @@ async fn data_streams_cut_off_from_nats_past_the_worker_timeout_moves_no_job_whe
     for (job, first) in &owners {
         assert_eq!(
             heartbeats.workers_listing(job, since),
-            [first.clone()],
+            std::slice::from_ref(first),
             "{job}"
         );
     }

@@ -38,6 +38,8 @@ use crate::store::{Ingest, Store};
 
 /// How long shutdown waits for the ingest task to finish the group in hand.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for NATS to take the last acknowledgements.
+const ACK_FLUSH_WITHIN: Duration = Duration::from_secs(2);
 
 /// Serves the API on `listener` and ingests the stream until `shutdown`; then stops intake,
 /// finishes the request and message group in hand, flushes the store and returns.
@@ -197,8 +199,15 @@ async fn background(
         shutdown,
     )
     .await;
-    if let Err(error) = client.flush().await {
-        tracing::warn!(%error, "could not flush acks to NATS before exit; those messages will be redelivered");
+    // With NATS down a flush waits for a reconnect that may never come.
+    match tokio::time::timeout(ACK_FLUSH_WITHIN, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "could not flush acks to NATS before exit; those messages will be redelivered")
+        }
+        Err(_) => tracing::warn!(
+            "NATS did not take the last acks in time; those messages will be redelivered"
+        ),
     }
     Ok(())
 }
