@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Test threads: each test starts its own nats-server and processes.
-test_threads := env_var_or_default("TEST_THREADS", "4")
+test_threads := env_var_or_default("TEST_THREADS", "3")
 
 default:
     @just --list

@@ -90,7 +90,7 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split_once(' '))
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token.trim())
+                .map(|(_, token)| token)
                 .unwrap_or("");
             if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
                 return AppError::Unauthorized.into_response();
