@@ -19,6 +19,9 @@ use crate::store::{self, Ingest, Parsed};
 
 /// The most messages applied under one flush.
 pub const MAX_GROUP: usize = 1000;
+/// How long a group waits for more messages before it is committed: bounds what group commit
+/// adds to the latency of a marker becoming visible.
+const GROUP_WINDOW: Duration = Duration::from_millis(2);
 
 /// What becomes of one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,9 +200,19 @@ async fn consume(
                 return;
             }
         };
+        // One flush per group: take what is buffered, and wait a moment for more while
+        // messages keep coming, so a backlog is committed in large groups.
+        let deadline = tokio::time::Instant::now() + GROUP_WINDOW;
         while group.len() < MAX_GROUP {
-            match messages.next().now_or_never() {
-                Some(Some(Ok(message))) => group.push(message),
+            let next = match messages.next().now_or_never() {
+                Some(next) => next,
+                None => match tokio::time::timeout_at(deadline, messages.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            match next {
+                Some(Ok(message)) => group.push(message),
                 _ => break,
             }
         }

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use newsflow_core::{
-    Article, ArticleMessage, BatchId, BatchMarker, BatchStatus, JobId, JobSpec, JobState,
-    MarkerStatus, Promotion,
+    ArticleMessage, BatchId, BatchMarker, BatchStatus, JobId, JobSpec, JobState, MarkerStatus,
+    Promotion,
 };
 use newsflow_nats::subjects::{self, DataKind};
 
@@ -146,12 +146,8 @@ impl Ingest {
         }
         let dead_letter_count = store.dead_letters.len();
         let mut awaiting_articles = HashSet::new();
-        for entry in store.batches.iter() {
-            let (key, value) = entry.context("reading batches")?;
-            let record: BatchRecord = decode(&value, "batch")?;
-            if record.marker.as_ref().is_some_and(awaits_articles) {
-                awaiting_articles.insert(key.to_vec());
-            }
+        for key in store.awaiting.iter().keys() {
+            awaiting_articles.insert(key.context("reading batches awaiting articles")?.to_vec());
         }
         Ok(Self {
             store,
@@ -270,9 +266,9 @@ impl Ingest {
         };
         let key = batch_key(job, marker.batch_id);
         if record.marker.as_ref().is_some_and(awaits_articles) {
-            self.awaiting_articles.insert(key.clone());
+            self.await_articles(&key)?;
         } else {
-            self.awaiting_articles.remove(&key);
+            self.stop_awaiting(&key)?;
         }
         self.store
             .batches
@@ -332,12 +328,12 @@ impl Ingest {
     fn recheck_marker(&mut self, job: &JobId, batch: BatchId) -> anyhow::Result<()> {
         let key = batch_key(job, batch);
         let Some(value) = self.store.batches.get(&key).context("reading a batch")? else {
-            self.awaiting_articles.remove(&key);
+            self.stop_awaiting(&key)?;
             return Ok(());
         };
         let record: BatchRecord = decode(&value, "batch")?;
         let Some(early) = record.marker.filter(awaits_articles) else {
-            self.awaiting_articles.remove(&key);
+            self.stop_awaiting(&key)?;
             return Ok(());
         };
         let from = article_key(job, batch, 0);
@@ -402,11 +398,12 @@ impl Ingest {
             .articles
             .range(prefix.clone()..prefix_end(&prefix))
         {
-            let (_, json) = entry.context("reading a batch's articles")?;
-            let article: Article = decode(&json, "article")?;
-            let id = hex_id(&article)?;
+            let (article_key, json) = entry.context("reading a batch's articles")?;
+            let fields: FeedFields<'_> =
+                serde_json::from_slice(&json).context("decoding a stored article")?;
+            let id = hex_id(&fields.id)?;
             let mut feed_key = Vec::with_capacity(24 + job.as_str().len());
-            feed_key.extend_from_slice(&rev_time(article.sort_time()).to_be_bytes());
+            feed_key.extend_from_slice(&rev_time(fields.sort_time()).to_be_bytes());
             feed_key.extend_from_slice(&id);
             feed_key.extend_from_slice(job.as_str().as_bytes());
             let mut ref_key = job_prefix(job);
@@ -424,9 +421,11 @@ impl Ingest {
                         .context("replacing an indexed article")?;
                 }
             }
+            // The feed points at the stored article rather than copying it: half the disk,
+            // and half the bytes a restart replays.
             self.store
                 .feed
-                .insert(feed_key, json)
+                .insert(feed_key, article_key)
                 .context("indexing an article")?;
         }
         Ok(())
@@ -510,6 +509,17 @@ impl Ingest {
         self.known_batches.retain(|key| !key.starts_with(&prefix));
         self.awaiting_articles
             .retain(|key| !key.starts_with(&prefix));
+        for key in self
+            .store
+            .awaiting
+            .range(prefix.clone()..prefix_end(&prefix))
+            .keys()
+        {
+            self.store
+                .awaiting
+                .remove(key.context("listing a job's batches awaiting articles")?)
+                .context("deleting a batch awaiting articles")?;
+        }
         self.store
             .job_status
             .remove(job.as_str())
@@ -526,6 +536,31 @@ impl Ingest {
 }
 
 /// Whether a recorded marker said `complete` but found articles missing.
+impl Ingest {
+    /// Remembers, durably, that a batch's complete marker came before all its articles; the
+    /// small `awaiting_batches` tree is what start-up reads, never the whole `batches` tree.
+    fn await_articles(&mut self, key: &[u8]) -> anyhow::Result<()> {
+        if self.awaiting_articles.insert(key.to_vec()) {
+            self.store
+                .awaiting
+                .insert(key, &[])
+                .context("remembering a batch awaiting articles")?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a batch that no longer awaits articles.
+    fn stop_awaiting(&mut self, key: &[u8]) -> anyhow::Result<()> {
+        if self.awaiting_articles.remove(key) {
+            self.store
+                .awaiting
+                .remove(key)
+                .context("forgetting a batch awaiting articles")?;
+        }
+        Ok(())
+    }
+}
+
 fn awaits_articles(marker: &MarkerRecord) -> bool {
     marker.said == MarkerStatus::Complete && marker.status == BatchStatus::Incomplete
 }
@@ -540,8 +575,33 @@ pub(super) fn from_rev_time(rev: u64) -> i64 {
     ((u64::MAX - rev) ^ (1 << 63)) as i64
 }
 
-fn hex_id(article: &Article) -> anyhow::Result<[u8; 16]> {
-    let text = article.id.as_str().as_bytes();
+/// The fields of a stored article the feed is keyed by, read without decoding the rest.
+#[derive(serde::Deserialize)]
+struct FeedFields<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    published_at: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    fetched_at: std::borrow::Cow<'a, str>,
+}
+
+impl FeedFields<'_> {
+    /// Publication time (fetch time when there is none), Unix seconds, as `Article::sort_time`.
+    fn sort_time(&self) -> i64 {
+        let parse = |text: &str| {
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+        };
+        self.published_at
+            .as_deref()
+            .and_then(parse)
+            .or_else(|| parse(&self.fetched_at))
+            .map_or(0, |t| t.unix_timestamp())
+    }
+}
+
+fn hex_id(text: &str) -> anyhow::Result<[u8; 16]> {
+    let text = text.as_bytes();
     let mut out = [0u8; 16];
     anyhow::ensure!(text.len() == 32, "an article id is not 32 hex digits");
     for (i, pair) in text.chunks(2).enumerate() {

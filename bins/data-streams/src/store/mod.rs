@@ -6,10 +6,12 @@
 //! - `job_status`: `job` → [`JobStatus`] (latest complete batch, last error), written by ingest.
 //! - `batches`: `job\0batch(16)` → [`BatchRecord`].
 //! - `articles`: `job\0batch(16)seq(4)` → the article's HTTP JSON.
-//! - `feed`: `rev_time(8)article(16)job` → the article's HTTP JSON, newest first.
+//! - `feed`: `rev_time(8)article(16)job` → the key of the stored article, newest first.
 //! - `feed_ref`: `job\0article(16)` → its `feed` key, to replace or delete it.
 //! - `tombstones`: `job` → deletion time (ms): stream data of older batches is dropped.
 //! - `dead_letters`: `stream_seq(8)` → a poison message kept for inspection.
+//! - `awaiting_batches`: `job\0batch(16)` → (), batches whose complete marker came before all
+//!   their articles (few; read at start-up instead of scanning every batch).
 
 pub mod ingest;
 mod jobs;
@@ -41,6 +43,7 @@ pub struct Store {
     feed_ref: sled::Tree,
     tombstones: sled::Tree,
     dead_letters: sled::Tree,
+    awaiting: sled::Tree,
     job_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
@@ -68,6 +71,7 @@ impl Store {
             feed_ref: tree("feed_ref")?,
             tombstones: tree("tombstones")?,
             dead_letters: tree("dead_letters")?,
+            awaiting: tree("awaiting_batches")?,
             db,
             job_lock: Default::default(),
         })
@@ -91,6 +95,7 @@ impl Store {
             &self.feed,
             &self.feed_ref,
             &self.dead_letters,
+            &self.awaiting,
         ] {
             tree.clear().context("clearing a sled tree for a rebuild")?;
         }

@@ -163,6 +163,14 @@ impl Store {
                     continue;
                 }
             }
+            // The feed holds the key of the stored article, not a copy of it.
+            let Some(value) = self
+                .articles
+                .get(&value)
+                .context("reading a feed article")?
+            else {
+                continue;
+            };
             if let Some(q) = &filter.q {
                 let article: Article = decode(&value, "article")?;
                 if !article.matches_text(q) {
