@@ -95,6 +95,33 @@ impl Bins {
     }
 }
 
+/// Polls the process's stdout every `every` until it prints `line`; returns when it was first
+/// seen. data-streams prints its address once its store is open, before it connects to NATS.
+pub async fn wait_for_line(
+    proc: &mut Proc,
+    line: &str,
+    every: Duration,
+    within: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + within;
+    loop {
+        if proc.stdout().contains(line) {
+            return Ok(Instant::now());
+        }
+        if let Some(status) = proc.try_exit() {
+            bail!(
+                "{} exited with {status}\n{}",
+                proc.name(),
+                proc.log_tails(30)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not print {line:?} within {within:?}", proc.name());
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Polls `GET /readyz` every `every` until 200; returns when it was first seen. Fails when
 /// the process exits or `within` passes first.
 pub async fn wait_ready(

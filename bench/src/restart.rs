@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::articles::{Corpus, Plan};
 use crate::http::Client;
-use crate::procs::{disk_bytes, rss_bytes, wait_ready};
+use crate::procs::{disk_bytes, rss_bytes, wait_for_line, wait_ready};
 use crate::report::{Row, Unit};
 use crate::Ctx;
 
@@ -60,6 +60,13 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
             .bins
             .data_streams(&ctx.dir, "data-streams-restart", &nats.url(), &data_dir)
             .await;
+        let listening = wait_for_line(
+            &mut ds,
+            "data-streams listening on",
+            Duration::from_millis(5),
+            Duration::from_secs(300),
+        )
+        .await?;
         let ready = wait_ready(
             &mut ds,
             &addr,
@@ -82,7 +89,15 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         let ready_ms = ready.duration_since(spawned).as_secs_f64() * 1000.0;
         let read_ms = read.duration_since(spawned).as_secs_f64() * 1000.0;
         eprintln!("start {round}: ready after {ready_ms:.0} ms, first read after {read_ms:.0} ms");
-        timings.push(json!({"round": round, "ready_ms": ready_ms, "first_read_ms": read_ms}));
+        // Store open (sled recovery) and ingest state until the address is printed; NATS,
+        // stream and consumer after.
+        let open_ms = listening.duration_since(spawned).as_secs_f64() * 1000.0;
+        timings.push(json!({
+            "round": round,
+            "store_open_ms": open_ms,
+            "ready_ms": ready_ms,
+            "first_read_ms": read_ms,
+        }));
         tokio::time::sleep(sizes.settle).await;
         rss_rest = rss_bytes(ds.pid()).context("reading data-streams' RSS")?;
         let status = ds.terminate().await;

@@ -7,6 +7,16 @@ use serde_json::{Map, Value};
 
 use crate::{Endpoint, JobId, NewsQuery, ValidationError};
 
+/// The fields the `POST /jobs` body may have; any other is refused.
+pub const CREATE_FIELDS: [&str; 6] = [
+    "id",
+    "endpoint",
+    "params",
+    "interval_secs",
+    "max_pages",
+    "page_size",
+];
+
 /// How often a job runs: 1 second to 1 day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u64", into = "u64")]
@@ -189,22 +199,14 @@ impl JobSpec {
                 "the body must be a JSON object",
             ));
         };
-        const KNOWN: [&str; 6] = [
-            "id",
-            "endpoint",
-            "params",
-            "interval_secs",
-            "max_pages",
-            "page_size",
-        ];
-        if let Some(unknown) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        if let Some(unknown) = fields.keys().find(|k| !CREATE_FIELDS.contains(&k.as_str())) {
             return Err(ValidationError::new(
                 unknown.clone(),
                 "unknown_field",
                 format!(
                     "unknown field {:?}; a job accepts: {}",
                     crate::ids::truncate_for_message(unknown),
-                    KNOWN.join(", ")
+                    CREATE_FIELDS.join(", ")
                 ),
             ));
         }

@@ -192,8 +192,14 @@ impl Bus {
 
     /// Sends a core request and returns the reply's payload as JSON (for command tests).
     pub async fn request_json(&self, subject: &str, payload: &Value, timeout: Duration) -> Value {
+        self.request_bytes(subject, payload.to_string().into_bytes(), timeout)
+            .await
+    }
+
+    /// Sends raw bytes (garbage included) as a core request and returns the reply as JSON.
+    pub async fn request_bytes(&self, subject: &str, payload: Vec<u8>, timeout: Duration) -> Value {
         let request = async_nats::Request::new()
-            .payload(Bytes::from(payload.to_string()))
+            .payload(Bytes::from(payload))
             .timeout(Some(timeout));
         let reply = self
             .client

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use newsflow_core::{ArticleMessage, BatchId};
 use newsflow_tests::contract::{assert_error_info, assert_keys, ids};
 use newsflow_tests::faults_support::{
@@ -975,24 +974,6 @@ async fn poison_stream_messages_are_terminated_counted_and_kept_while_good_ones_
     assert_eq!(status, StatusCode::OK);
 }
 
-/// Sends raw bytes as a core request and returns the reply as JSON.
-async fn request_raw(bus: &Bus, subject: &str, payload: Vec<u8>) -> Value {
-    let request = async_nats::Request::new()
-        .payload(Bytes::from(payload))
-        .timeout(Some(Duration::from_secs(10)));
-    let reply = bus
-        .client()
-        .send_request(subject.to_owned(), request)
-        .await
-        .unwrap_or_else(|e| panic!("request on {subject}: {e}"));
-    serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
-        panic!(
-            "reply on {subject} is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&reply.payload)
-        )
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_commands_get_error_replies_and_nothing_crashes() {
     let mut system = System::builder().workers(1).start().await;
@@ -1010,7 +991,9 @@ async fn garbage_commands_get_error_replies_and_nothing_crashes() {
     ];
 
     for (subject, payload) in garbage {
-        let reply = request_raw(&bus, subject, payload).await;
+        let reply = bus
+            .request_bytes(subject, payload, Duration::from_secs(10))
+            .await;
         assert_keys(&reply, &["ok", "error"], &format!("the reply on {subject}"));
         assert_eq!(reply["ok"], false, "{subject}: {reply}");
         assert_error_info(&reply["error"], &format!("the error on {subject}"));

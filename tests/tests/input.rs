@@ -1344,7 +1344,7 @@ async fn garbage_commands_get_error_replies_and_the_worker_keeps_serving() {
                 .map(|(what, bytes, code)| (what.to_owned(), bytes, code)),
         );
         for (what, payload, code) in all {
-            let reply = request_bytes(&bus, subject, payload, within).await;
+            let reply = bus.request_bytes(subject, payload, within).await;
             assert_eq!(reply["ok"], false, "{subject} {what}: {reply}");
             assert_eq!(reply["error"]["code"], code, "{subject} {what}: {reply}");
             assert!(
@@ -1380,28 +1380,6 @@ async fn garbage_commands_get_error_replies_and_the_worker_keeps_serving() {
         json!({"ok":true,"worker_id":"worker-1","job_id":"after"})
     );
     eprintln!("garbage commands answered with errors: {count}");
-}
-
-async fn request_bytes(
-    bus: &newsflow_tests::Bus,
-    subject: &str,
-    payload: Vec<u8>,
-    timeout: Duration,
-) -> Value {
-    let request = async_nats::Request::new()
-        .payload(payload.into())
-        .timeout(Some(timeout));
-    let reply = bus
-        .client()
-        .send_request(subject.to_owned(), request)
-        .await
-        .unwrap_or_else(|e| panic!("request on {subject}: {e}"));
-    serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
-        panic!(
-            "reply on {subject} is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&reply.payload)
-        )
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

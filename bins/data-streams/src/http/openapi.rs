@@ -35,16 +35,6 @@ pub struct CreateJobBody {
     page_size: Option<u32>,
 }
 
-/// The field names the create body schema documents.
-pub const CREATE_BODY_FIELDS: [&str; 6] = [
-    "id",
-    "endpoint",
-    "params",
-    "interval_secs",
-    "max_pages",
-    "page_size",
-];
-
 #[derive(OpenApi)]
 #[openapi(
     info(title = "newsflow data-streams", description = "Jobs that fetch NewsAPI on a schedule, and the latest complete batch of each."),
@@ -121,7 +111,7 @@ mod tests {
             .expect("properties");
         let mut documented: Vec<&str> = properties.keys().map(String::as_str).collect();
         documented.sort_unstable();
-        let mut accepted = CREATE_BODY_FIELDS.to_vec();
+        let mut accepted = newsflow_core::job::CREATE_FIELDS.to_vec();
         accepted.sort_unstable();
         assert_eq!(documented, accepted);
         // Every documented field is accepted by the parser, and an extra one is refused.

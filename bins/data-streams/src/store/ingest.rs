@@ -751,7 +751,7 @@ mod tests {
                     prop_assert_eq!(&job, &data.job);
                     prop_assert_eq!(batch, data.batch);
                     prop_assert!(seq < MAX_SEQ);
-                    let article: Article = serde_json::from_slice(&json).expect("stored JSON re-parses");
+                    let article: newsflow_core::Article = serde_json::from_slice(&json).expect("stored JSON re-parses");
                     prop_assert_eq!(article.id, newsflow_core::ArticleId::from_url(&article.url));
                 }
                 Parsed::Marker { marker, spec } => {
