@@ -159,6 +159,32 @@ async fn consume(
     commands: &mut mpsc::Receiver<IngestCommand>,
     shutdown: &CancellationToken,
 ) {
+    let mut in_flight = None;
+    consume_groups(
+        consumer,
+        shared,
+        ingest,
+        settings,
+        commands,
+        shutdown,
+        &mut in_flight,
+    )
+    .await;
+    settle(&mut in_flight).await;
+}
+
+/// Applies groups one after another; each group's flush and acks run while the next group is
+/// applied (a write is visible to readers once applied, durable once flushed, and acked only
+/// then), so a marker never waits for the flush of the articles before it to become visible.
+async fn consume_groups(
+    consumer: &PullConsumer,
+    shared: &Arc<Shared>,
+    ingest: &mut Ingest,
+    settings: &ConsumerSettings,
+    commands: &mut mpsc::Receiver<IngestCommand>,
+    shutdown: &CancellationToken,
+    in_flight: &mut Option<tokio::task::JoinHandle<()>>,
+) {
     let messages = consumer
         .stream()
         .max_messages_per_batch(MAX_GROUP)
@@ -216,16 +242,35 @@ async fn consume(
                 _ => break,
             }
         }
-        commit(&group, shared, ingest, settings).await;
+        let outcomes = apply_group(&group, shared, ingest, settings);
+        // One flush in flight at a time: acks stay in group order, and sled's flush covers
+        // every write applied before it, this group's included.
+        settle(in_flight).await;
+        *in_flight = Some(tokio::spawn(flush_then_ack(
+            group,
+            outcomes,
+            shared.clone(),
+        )));
     }
 }
 
-async fn commit(
+/// Waits for the group in flight to be flushed and acknowledged.
+async fn settle(in_flight: &mut Option<tokio::task::JoinHandle<()>>) {
+    if let Some(task) = in_flight.take() {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "a group's flush and acks did not finish; its messages will be redelivered");
+        }
+    }
+}
+
+/// Applies a group to the store (visible to readers, not yet durable) and returns each
+/// message's outcome.
+fn apply_group(
     group: &[jetstream::Message],
     shared: &Arc<Shared>,
     ingest: &mut Ingest,
     settings: &ConsumerSettings,
-) {
+) -> Vec<Outcome> {
     let mut outcomes = Vec::with_capacity(group.len());
     for message in group {
         let (stream_seq, delivered) = message
@@ -246,13 +291,22 @@ async fn commit(
         };
         outcomes.push(step(ingest, &shared.metrics, &raw, settings).0);
     }
+    outcomes
+}
+
+/// Makes a group durable with one flush, then acknowledges each message with its outcome.
+async fn flush_then_ack(
+    group: Vec<jetstream::Message>,
+    outcomes: Vec<Outcome>,
+    shared: Arc<Shared>,
+) {
     let started = Instant::now();
     if let Err(error) = shared.store.flush().await {
         tracing::error!(
             error = format!("{error:#}"),
             "flush failed; the group will be redelivered"
         );
-        for message in group {
+        for message in &group {
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
