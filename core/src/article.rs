@@ -117,14 +117,6 @@ impl Article {
         })
     }
 
-    /// Seconds since the Unix epoch of the time used to order articles newest first:
-    /// publication time, or fetch time when the publisher gave none.
-    pub fn sort_time(&self) -> i64 {
-        self.published_at
-            .unwrap_or(self.fetched_at)
-            .unix_timestamp()
-    }
-
     /// Whether `needle` (already lowercase) occurs in the title, description or content,
     /// ignoring case.
     pub fn matches_text(&self, needle_lowercase: &str) -> bool {

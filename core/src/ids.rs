@@ -183,13 +183,15 @@ impl fmt::Display for ArticleId {
 
 /// Cuts user input down to a size fit for an error message.
 pub(crate) fn truncate_for_message(raw: &str) -> String {
-    const MAX: usize = 80;
-    if raw.chars().count() <= MAX {
-        raw.to_owned()
+    truncate_chars(raw, 80)
+}
+
+/// `text` cut to at most `max` characters, with `…` marking a cut.
+pub(crate) fn truncate_chars(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
     } else {
-        let mut cut: String = raw.chars().take(MAX).collect();
-        cut.push('…');
-        cut
+        text.chars().take(max).chain(std::iter::once('…')).collect()
     }
 }
 

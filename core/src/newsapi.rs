@@ -191,15 +191,7 @@ pub fn interpret(
 }
 
 fn clip(message: String) -> String {
-    if message.chars().count() <= MAX_MESSAGE_CHARS {
-        message
-    } else {
-        message
-            .chars()
-            .take(MAX_MESSAGE_CHARS)
-            .chain(std::iter::once('…'))
-            .collect()
-    }
+    crate::ids::truncate_chars(&message, MAX_MESSAGE_CHARS)
 }
 
 /// `apiKeyInvalid` → `api_key_invalid`.

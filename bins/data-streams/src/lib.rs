@@ -65,7 +65,6 @@ pub async fn run(
         ingest: commands_tx,
         api_token: config.api_token.clone(),
         max_body_bytes: config.max_body_bytes,
-        command_timeout: config.control.command_timeout,
     });
     let control = Arc::new(Control::new(config.control));
     let addr = listener

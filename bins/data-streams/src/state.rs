@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use newsflow_core::{BatchId, JobId, Secret};
@@ -37,8 +36,6 @@ pub struct Shared {
     pub api_token: Option<Secret>,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
-    /// How long a start/stop command waits for its ack.
-    pub command_timeout: Duration,
 }
 
 impl Shared {

@@ -140,7 +140,7 @@ pub async fn stop(
 }
 
 async fn stop_job(state: &AppState, id: &JobId) -> Result<(), AppError> {
-    state
+    let stopped = state
         .shared
         .store
         .update_job(id, |r| {
@@ -151,8 +151,7 @@ async fn stop_job(state: &AppState, id: &JobId) -> Result<(), AppError> {
         })?
         .ok_or_else(|| AppError::job_not_found(id.as_str()))?;
     state.shared.store.flush().await?;
-    let owner = state.shared.store.job(id)?.and_then(|r| r.worker);
-    if let Some(owner) = owner {
+    if let Some(owner) = stopped.worker {
         // Stopped whether or not the owner answers: a worker that missed this is fenced by
         // the reconciler at its next heartbeat.
         state.control.stop(&state.shared, &owner.id, id).await;

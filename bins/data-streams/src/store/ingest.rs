@@ -587,7 +587,8 @@ struct FeedFields<'a> {
 }
 
 impl FeedFields<'_> {
-    /// Publication time (fetch time when there is none), Unix seconds, as `Article::sort_time`.
+    /// The time the feed orders by, newest first: publication time, or fetch time when the
+    /// publisher gave none (Unix seconds).
     fn sort_time(&self) -> i64 {
         let parse = |text: &str| {
             time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
