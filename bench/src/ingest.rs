@@ -85,9 +85,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         let (db, tree) = open_sled(&sled_dir)?;
         let durable = format!("bench-sled-{round}");
         let sled = consume(&client, &stream, &durable, messages, Sink::Sled(&db, &tree)).await?;
-        db.flush_async()
-            .await
-            .context("flushing the ceiling's sled")?;
+        db.flush().context("flushing the ceiling's sled")?;
         drop((tree, db));
         let _ = stream.delete_consumer(&durable).await;
         ceiling_seconds.push(sled.seconds);

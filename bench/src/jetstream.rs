@@ -181,7 +181,13 @@ pub async fn consume(
                 batch.insert(key, message.payload.as_ref());
             }
             tree.apply_batch(batch).context("applying a sled batch")?;
-            db.flush_async().await.context("flushing sled")?;
+            // Synchronous flush on a blocking thread, as data-streams does: sled 0.34's
+            // flush_async deadlocks when several run at once.
+            let flusher = sled::Db::clone(db);
+            tokio::task::spawn_blocking(move || flusher.flush())
+                .await
+                .context("joining the sled flush")?
+                .context("flushing sled")?;
             done.groups += 1;
         }
         for message in &group {

@@ -136,11 +136,11 @@ impl From<PageSize> for u64 {
     }
 }
 
-fn out_of_range(field: &str, value: u64, min: u64, max: u64) -> ValidationError {
+fn out_of_range(field: &str, value: impl std::fmt::Display, min: u64, max: u64) -> ValidationError {
     ValidationError::new(
         field,
         "out_of_range",
-        format!("{field} must be between {min} and {max}, got {value}"),
+        format!("{field} is out of range: it must be between {min} and {max}, got {value}"),
     )
 }
 
@@ -255,8 +255,21 @@ fn integer(fields: &Map<String, Value>, name: &str) -> Result<Option<u64>, Valid
             (None, Some(negative)) => Err(ValidationError::new(
                 name,
                 "out_of_range",
-                format!("{name} must be a positive whole number, got {negative}"),
+                format!(
+                    "{name} is out of range: it must be a positive whole number, got {negative}"
+                ),
             )),
+            // A whole number too large for any field (1e30, 2^64): out of range, not mistyped.
+            _ if n
+                .as_f64()
+                .is_some_and(|f| f.is_finite() && f.fract() == 0.0) =>
+            {
+                Err(ValidationError::new(
+                    name,
+                    "out_of_range",
+                    format!("{name} is out of range: {n} is far larger than it allows"),
+                ))
+            }
             _ => Err(wrong_type(name, "a whole number")),
         },
         Some(_) => Err(wrong_type(name, "a whole number")),

@@ -143,6 +143,16 @@ impl NewsQuery {
                     format!("params.{name} is empty: give it a value or leave it out"),
                 ));
             }
+            if let Some(control) = value.chars().find(|c| c.is_control()) {
+                return Err(ValidationError::new(
+                    field,
+                    "control_character",
+                    format!(
+                        "params.{name} contains the control character U+{:04X}; remove it",
+                        u32::from(control)
+                    ),
+                ));
+            }
             check_value(name, &value, &field)?;
             checked.insert(name.clone(), value);
         }

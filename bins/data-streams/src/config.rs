@@ -52,6 +52,36 @@ pub struct Cli {
     /// The largest request body accepted (413 above).
     #[arg(long, env = "DS_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// A store flush or call running longer than this is a stall: /readyz answers 503 and the
+    /// process exits with status 3 so that a supervisor restarts it.
+    #[arg(long, env = "DS_STORE_STALL_SECS", default_value_t = 30)]
+    pub store_stall_secs: u64,
+    /// Open HTTP connections at most; more wait to be accepted.
+    #[arg(long, env = "DS_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Requests handled at once at most; beyond it, 503 `overloaded`.
+    #[arg(long, env = "DS_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// A connection that has not sent a whole request head within this is closed; so is a
+    /// keep-alive connection idle this long.
+    #[arg(long, env = "DS_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Test hook: every store flush is held while this file exists (shows the watchdog).
+    #[arg(long, env = "DS_TEST_HOLD_FLUSHES_WHILE", hide = true)]
+    pub test_hold_flushes_while: Option<PathBuf>,
+}
+
+/// What bounds the HTTP server.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Requests in flight at most.
+    pub max_in_flight: usize,
+    /// Time to send a request head; also the keep-alive idle limit.
+    pub header_timeout: Duration,
+    /// The largest request body.
+    pub max_body_bytes: usize,
 }
 
 /// Everything `run` needs.
@@ -69,8 +99,12 @@ pub struct Config {
     pub rebuild: bool,
     /// The NEWS stream.
     pub stream: StreamSettings,
-    /// Request body limit.
-    pub max_body_bytes: usize,
+    /// HTTP server limits.
+    pub http: HttpLimits,
+    /// A store call this old is a stall.
+    pub store_stall: Duration,
+    /// Test hook: flushes are held while this file exists.
+    pub hold_flushes_while: Option<PathBuf>,
 }
 
 impl Config {
@@ -87,6 +121,10 @@ impl Config {
             ("--worker-timeout-ms", cli.worker_timeout_ms),
             ("--reconcile-ms", cli.reconcile_ms),
             ("--command-timeout-ms", cli.command_timeout_ms),
+            ("--store-stall-secs", cli.store_stall_secs),
+            ("--header-timeout-ms", cli.header_timeout_ms),
+            ("--max-connections", cli.max_connections as u64),
+            ("--max-in-flight", cli.max_in_flight as u64),
         ] {
             anyhow::ensure!(value > 0, "{name} must be at least 1");
         }
@@ -117,7 +155,14 @@ impl Config {
                 max_age: Duration::from_secs(cli.stream_max_age_secs),
                 ..StreamSettings::default()
             },
-            max_body_bytes: cli.max_body_bytes,
+            http: HttpLimits {
+                max_connections: cli.max_connections,
+                max_in_flight: cli.max_in_flight,
+                header_timeout: Duration::from_millis(cli.header_timeout_ms),
+                max_body_bytes: cli.max_body_bytes,
+            },
+            store_stall: Duration::from_secs(cli.store_stall_secs),
+            hold_flushes_while: cli.test_hold_flushes_while,
         };
         Ok((config, cli.http_addr, cli.log_format))
     }

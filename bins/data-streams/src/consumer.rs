@@ -43,23 +43,8 @@ pub fn step(
     settings: &ConsumerSettings,
 ) -> (Outcome, Option<Promotion>) {
     match store::ingest::parse(message.subject, message.spec_header, message.payload) {
-        Parsed::Poison(reason) => {
-            tracing::warn!(subject = message.subject, stream_seq = message.stream_seq, %reason, "terminating a poison message");
-            Metrics::inc(&metrics.poison_messages);
-            if let Err(error) = ingest.dead_letter(
-                message.stream_seq,
-                message.subject,
-                &reason,
-                message.payload,
-            ) {
-                tracing::error!(
-                    error = format!("{error:#}"),
-                    "could not keep a poison message"
-                );
-            }
-            (Outcome::Term, None)
-        }
-        parsed => match ingest.apply(parsed) {
+        Parsed::Poison(reason) => terminate(ingest, metrics, message, &reason),
+        parsed => match ingest.apply(parsed, message.stream_seq) {
             Ok(store::ingest::Applied::Article) => {
                 Metrics::inc(&metrics.articles_stored);
                 (Outcome::Ack, None)
@@ -80,18 +65,15 @@ pub fn step(
                 Metrics::inc(&metrics.messages_of_deleted_jobs);
                 (Outcome::Ack, None)
             }
-            Err(error) if message.delivered >= settings.max_deliver - 1 => {
-                let reason = format!("store kept failing: {error:#}");
-                tracing::error!(subject = message.subject, stream_seq = message.stream_seq, %reason, "giving up on a message");
-                Metrics::inc(&metrics.poison_messages);
-                let _ = ingest.dead_letter(
-                    message.stream_seq,
-                    message.subject,
-                    &reason,
-                    message.payload,
-                );
-                (Outcome::Term, None)
+            Ok(store::ingest::Applied::Refused(reason)) => {
+                terminate(ingest, metrics, message, &reason)
             }
+            Err(error) if message.delivered >= settings.max_deliver - 1 => terminate(
+                ingest,
+                metrics,
+                message,
+                &format!("store kept failing: {error:#}"),
+            ),
             Err(error) => {
                 tracing::error!(
                     subject = message.subject,
@@ -102,6 +84,23 @@ pub fn step(
             }
         },
     }
+}
+
+/// Keeps a message that must never be redelivered as a dead letter, and terminates it.
+fn terminate(
+    ingest: &mut Ingest,
+    metrics: &Metrics,
+    message: &RawMessage<'_>,
+    reason: &str,
+) -> (Outcome, Option<Promotion>) {
+    tracing::warn!(subject = message.subject, stream_seq = message.stream_seq, %reason, "terminating a message; kept in /dead-letters");
+    Metrics::inc(&metrics.poison_messages);
+    if let Err(error) =
+        ingest.dead_letter(message.stream_seq, message.subject, reason, message.payload)
+    {
+        tracing::error!(error = format!("{error:#}"), "could not keep a dead letter");
+    }
+    (Outcome::Term, None)
 }
 
 /// The parts of a stream message the step needs.

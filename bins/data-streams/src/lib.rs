@@ -17,9 +17,9 @@ pub mod http;
 pub mod state;
 pub mod store;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -48,7 +48,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = open_store(&config.data_dir, config.rebuild)?;
+    let store = open_store(
+        &config.data_dir,
+        config.rebuild,
+        config.hold_flushes_while.clone(),
+    )?;
     if config.rebuild {
         store.clear_stream_data()?;
         store.flush().await?;
@@ -64,8 +68,12 @@ pub async fn run(
         cache: Default::default(),
         ingest: commands_tx,
         api_token: config.api_token.clone(),
-        max_body_bytes: config.max_body_bytes,
+        max_body_bytes: config.http.max_body_bytes,
+        in_flight: tokio::sync::Semaphore::new(config.http.max_in_flight),
+        store_stalled: OnceLock::new(),
     });
+    watch_for_stalls(Arc::downgrade(&shared), config.store_stall)?;
+    let limits = config.http;
     let control = Arc::new(Control::new(config.control));
     let addr = listener
         .local_addr()
@@ -84,10 +92,7 @@ pub async fn run(
         shared: shared.clone(),
         control,
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("serving HTTP")?;
+    http::serve::serve(listener, app, limits, shutdown.clone()).await;
     shutdown.cancel();
     tracing::info!("HTTP stopped; waiting for ingest to finish the messages in hand");
     let outcome = match tokio::time::timeout(SHUTDOWN_GRACE, background).await {
@@ -103,8 +108,47 @@ pub async fn run(
     outcome
 }
 
-fn open_store(dir: &Path, rebuild: bool) -> anyhow::Result<Store> {
-    match Store::open(dir) {
+/// Exit status when the store stalled: a supervisor restarts the process, and the stream
+/// redelivers whatever was not acknowledged.
+pub const EXIT_STORE_STALLED: i32 = 3;
+/// How long a stalled process keeps answering `/readyz` with 503 before it exits.
+const STALL_EXIT_AFTER: Duration = Duration::from_secs(2);
+
+/// Watches the store's calls from a plain thread, which keeps running when every async worker
+/// is stuck in the store: a call older than `limit` marks the process not ready, is logged
+/// with what it holds up, and ends the process with [`EXIT_STORE_STALLED`].
+fn watch_for_stalls(shared: Weak<Shared>, limit: Duration) -> anyhow::Result<()> {
+    let every = (limit / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    std::thread::Builder::new()
+        .name("store-watchdog".to_owned())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let Some(stall) = shared.store.stall_watch().stalled(limit) else {
+                continue;
+            };
+            let reason = format!("store stalled: {}", stall.description);
+            tracing::error!(
+                %reason,
+                limit_secs = limit.as_secs(),
+                "the store is stalled; exiting so that a supervisor restarts data-streams (unacknowledged messages will be redelivered)"
+            );
+            let _ = shared.store_stalled.set(reason);
+            std::thread::sleep(STALL_EXIT_AFTER);
+            std::process::exit(EXIT_STORE_STALLED);
+        })
+        .context("starting the store watchdog thread")?;
+    Ok(())
+}
+
+fn open_store(
+    dir: &Path,
+    rebuild: bool,
+    hold_flushes_while: Option<PathBuf>,
+) -> anyhow::Result<Store> {
+    match Store::open_with(dir, hold_flushes_while.clone()) {
         Ok(store) => Ok(store),
         Err(error) if rebuild => {
             let aside = dir.with_extension(format!(
@@ -114,7 +158,7 @@ fn open_store(dir: &Path, rebuild: bool) -> anyhow::Result<Store> {
             tracing::error!(error = format!("{error:#}"), aside = %aside.display(), "the store cannot be opened; moving it aside and rebuilding");
             std::fs::rename(dir, &aside)
                 .with_context(|| format!("moving the broken store to {}", aside.display()))?;
-            Store::open(dir)
+            Store::open_with(dir, hold_flushes_while)
         }
         Err(error) => Err(error.context(
             "the store cannot be opened; run with --rebuild to rebuild it from the stream",

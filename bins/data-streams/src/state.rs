@@ -36,6 +36,10 @@ pub struct Shared {
     pub api_token: Option<Secret>,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
+    /// Requests that may be in flight at once (beyond: 503 `overloaded`).
+    pub in_flight: tokio::sync::Semaphore,
+    /// Why the store is stalled, once the watchdog found it so (the process is about to exit).
+    pub store_stalled: OnceLock<String>,
 }
 
 impl Shared {

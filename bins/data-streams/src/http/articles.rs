@@ -35,6 +35,7 @@ pub async fn latest(
     let job = path_job(&id)?;
     let params = Params::parse(query.as_deref(), PAGE_PARAMS)?;
     let limit = params.limit()?;
+    require_job(&state, &job)?;
     let (batch, after) = match params.cursor()? {
         Some(cursor) => batch_cursor(&cursor)?,
         None => {
@@ -42,12 +43,6 @@ pub async fn latest(
             match status.latest {
                 Some(latest) => (latest.id, None),
                 None => {
-                    // Distinguish "no batch yet" from "no such job".
-                    state
-                        .shared
-                        .store
-                        .job(&job)?
-                        .ok_or_else(|| AppError::job_not_found(&id))?;
                     let body = articles_page_body(job.as_str(), None, &[], None);
                     return Ok(json_response(Bytes::from(body), None));
                 }
@@ -69,6 +64,7 @@ pub async fn of_batch(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let job = path_job(&id)?;
+    require_job(&state, &job)?;
     let batch = BatchId::parse(&batch_id).map_err(|_| batch_not_found(&batch_id))?;
     let params = Params::parse(query.as_deref(), PAGE_PARAMS)?;
     let limit = params.limit()?;
@@ -283,6 +279,15 @@ pub async fn feed(
         Bytes::from(feed_page_body(&page.articles, next.as_deref())),
         None,
     ))
+}
+
+/// Stream data is served only under a job data-streams has: a 404 otherwise, as `/jobs/{id}`.
+fn require_job(state: &AppState, job: &JobId) -> Result<(), AppError> {
+    if state.shared.store.job_exists(job)? {
+        Ok(())
+    } else {
+        Err(AppError::job_not_found(job.as_str()))
+    }
 }
 
 fn batch_context(state: &AppState, job: &JobId) -> Result<BatchContext, AppError> {

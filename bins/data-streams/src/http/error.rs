@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use futures::StreamExt as _;
 use newsflow_core::ValidationError;
 use serde::Serialize;
 
@@ -43,6 +43,9 @@ pub enum AppError {
     /// 503.
     #[error("{0}")]
     NotReady(String),
+    /// 503: too many requests in flight; retry in a second.
+    #[error("the server is handling as many requests as it allows; retry in a second")]
+    Overloaded,
     /// 500: logged with its cause chain; the client sees no internals.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -71,6 +74,7 @@ impl AppError {
             }
             Self::Invalid(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.code),
             Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -111,6 +115,18 @@ impl IntoResponse for AppError {
                 header::HeaderValue::from_static("Bearer"),
             );
         }
+        if matches!(self, Self::PayloadTooLarge { .. }) {
+            // The rest of the body is drained, not read: the connection cannot be reused.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        if matches!(self, Self::Overloaded) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
         response
     }
 }
@@ -122,7 +138,7 @@ pub struct JsonBody(pub serde_json::Value);
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = AppError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(request: Request, _state: &S) -> Result<Self, Self::Rejection> {
         if !is_json(request.headers()) {
             return Err(AppError::UnsupportedMediaType);
         }
@@ -130,20 +146,31 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .extensions()
             .get::<BodyLimit>()
             .map_or(usize::MAX, |l| l.0);
-        let read = tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, state));
-        let bytes = read
-            .await
-            .map_err(|_| AppError::RequestTimeout)?
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    AppError::PayloadTooLarge { limit }
-                } else {
-                    AppError::BadRequest {
-                        code: "unreadable_body",
-                        message: "the request body could not be read".to_owned(),
-                    }
+        let mut chunks = request.into_body().into_data_stream();
+        let mut bytes = Vec::new();
+        let read = tokio::time::timeout(BODY_READ_TIMEOUT, async {
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|_| AppError::BadRequest {
+                    code: "unreadable_body",
+                    message: "the request body could not be read".to_owned(),
+                })?;
+                if bytes.len() + chunk.len() > limit {
+                    return Err(AppError::PayloadTooLarge { limit });
                 }
-            })?;
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(())
+        });
+        match read.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                if matches!(error, AppError::PayloadTooLarge { .. }) {
+                    tokio::spawn(drain(chunks));
+                }
+                return Err(error);
+            }
+            Err(_) => return Err(AppError::RequestTimeout),
+        }
         serde_json::from_slice::<StrictJson>(&bytes)
             .map(|strict| JsonBody(strict.0))
             .map_err(|e| AppError::BadRequest {
@@ -221,6 +248,25 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
         }
         Ok(serde_json::Value::Object(object))
     }
+}
+
+/// The most bytes of a refused body read (and thrown away) so that the client, still sending,
+/// gets its 413 instead of a connection reset.
+const DRAIN_AT_MOST: usize = 16 * 1024 * 1024;
+
+/// Reads and discards what is left of a refused body, within bounds of size and time; the
+/// connection closes after it (the 413 says `Connection: close`).
+pub async fn drain(mut chunks: axum::body::BodyDataStream) {
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(BODY_READ_TIMEOUT, async {
+        while let Some(Ok(chunk)) = chunks.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_AT_MOST {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// How long a client may take to send its request body: a client that announces more than it

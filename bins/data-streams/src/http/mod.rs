@@ -8,12 +8,14 @@
 //! - [`ops`]: health, readiness, metrics, dead letters, OpenAPI.
 //! - [`views`]: the JSON shapes.
 //! - [`openapi`]: the generated OpenAPI document.
+//! - [`serve`]: the HTTP/1 server with its connection bounds and header deadline.
 
 pub mod articles;
 pub mod error;
 pub mod jobs;
 pub mod openapi;
 pub mod ops;
+pub mod serve;
 pub mod views;
 
 use std::sync::Arc;
@@ -61,13 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
-    // Without a token there is nothing to check: no layer, no cost on every request.
-    let routes = if state.shared.api_token.is_some() {
-        routes.layer(middleware::from_fn_with_state(state.clone(), authenticate))
-    } else {
-        routes
-    };
     routes
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::map_response(contract_errors))
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
@@ -85,14 +82,39 @@ async fn method_not_allowed() -> AppError {
     AppError::MethodNotAllowed
 }
 
-/// Every route but `/healthz` needs the bearer token when one is configured; compared in
-/// constant time.
-async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// What every request passes before its handler, in one layer: the in-flight bound (the
+/// operational routes are exempt, so a probe is answered under load), one `Authorization`
+/// header at most, a body announced larger than the limit refused before it is sent, and the
+/// bearer token on every route but `/healthz` when one is configured (compared in constant
+/// time).
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let operational = matches!(path, "/healthz" | "/readyz" | "/metrics");
+    let _slot = if operational {
+        None
+    } else {
+        match state.shared.in_flight.try_acquire() {
+            Ok(slot) => Some(slot),
+            Err(_) => return AppError::Overloaded.into_response(),
+        }
+    };
+    let headers = request.headers();
+    let mut authorizations = headers.get_all(header::AUTHORIZATION).iter();
+    let authorization = authorizations.next();
+    if authorizations.next().is_some() {
+        return AppError::BadRequest {
+            code: "repeated_header",
+            message: "send one Authorization header, not several".to_owned(),
+        }
+        .into_response();
+    }
+    let limit = state.shared.max_body_bytes;
+    if announced_length(headers).is_some_and(|length| length > limit as u64) {
+        return refuse_announced_body(request, limit);
+    }
     if let Some(token) = &state.shared.api_token {
-        if request.uri().path() != "/healthz" {
-            let given = request
-                .headers()
-                .get(header::AUTHORIZATION)
+        if path != "/healthz" {
+            let given = authorization
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split_once(' '))
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
@@ -104,6 +126,29 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
         }
     }
     next.run(request).await
+}
+
+fn announced_length(headers: &header::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A 413 at once for a body announced too large. A client that asked `Expect: 100-continue`
+/// never sends it; one that is already sending has it drained (within bounds) so that the
+/// answer reaches it rather than a connection reset.
+fn refuse_announced_body(request: Request, limit: usize) -> Response {
+    let expects_continue = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !expects_continue {
+        tokio::spawn(error::drain(request.into_body().into_data_stream()));
+    }
+    AppError::PayloadTooLarge { limit }.into_response()
 }
 
 /// Errors produced outside the handlers (extractor rejections of path parameters, for one)

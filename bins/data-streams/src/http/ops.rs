@@ -19,9 +19,12 @@ pub struct Health {
     pub status: String,
 }
 
-/// Readiness and what it depends on.
+/// Readiness and what it depends on; when not ready, `error` says what is down.
 #[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Readiness {
+    /// Present when not ready: `{"code":"not_ready","message":"<what is down>"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<super::error::ErrorDetail>,
     /// `ready` or `not_ready`.
     pub status: String,
     /// NATS connected.
@@ -40,22 +43,37 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: NATS connected, consumer bound, store open.
+/// Readiness: NATS connected, consumer bound, store not stalled.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness), (status = 401, body = ErrorBody), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let nats_connected = state.shared.nats_connected();
     let consumer_bound = state.shared.consumer_bound.load(Ordering::Relaxed);
-    let ready = nats_connected && consumer_bound;
+    let stalled = state.shared.store_stalled.get();
+    let mut down = Vec::new();
+    if let Some(reason) = stalled {
+        down.push(reason.clone());
+    }
+    if !nats_connected {
+        down.push("NATS is not connected".to_owned());
+    }
+    if !consumer_bound {
+        down.push("the stream consumer is not bound".to_owned());
+    }
+    let ready = down.is_empty();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = Readiness {
+        error: (!ready).then(|| super::error::ErrorDetail {
+            code: "not_ready".to_owned(),
+            message: down.join("; "),
+        }),
         status: if ready { "ready" } else { "not_ready" }.to_owned(),
         nats_connected,
         consumer_bound,
-        store_open: true,
+        store_open: stalled.is_none(),
     };
     (status, Json(body))
 }

@@ -117,13 +117,18 @@ pub enum Applied {
     Marker(Promotion, JobId),
     /// The job was deleted after this batch started: dropped.
     Deleted,
+    /// Refused, and kept as a dead letter for this reason: an article beyond its batch's
+    /// complete marker, or a second, different article for a seq already stored.
+    Refused(String),
 }
 
 /// The ingest writer's state.
 pub struct Ingest {
     store: Store,
     tombstones: HashMap<JobId, u64>,
-    known_batches: HashSet<Vec<u8>>,
+    /// Batches known to be stored, with the article count of their `complete` marker once
+    /// there is one: no article at or past that seq is ever stored.
+    known_batches: HashMap<Vec<u8>, Option<u32>>,
     /// Batches whose `complete` marker arrived before all their articles: after a restart,
     /// JetStream redelivers the unacknowledged articles only once their ack wait is over, after
     /// newer messages (the marker among them). Each late article re-checks its batch.
@@ -152,14 +157,16 @@ impl Ingest {
         Ok(Self {
             store,
             tombstones,
-            known_batches: HashSet::new(),
+            known_batches: HashMap::new(),
             awaiting_articles,
             dead_letter_count,
         })
     }
 
-    /// Applies one parsed message (not a poison one). Not durable until the store is flushed.
-    pub fn apply(&mut self, parsed: Parsed) -> anyhow::Result<Applied> {
+    /// Applies one parsed message (not a poison one), which the stream holds at `stream_seq`.
+    /// Not durable until the store is flushed.
+    pub fn apply(&mut self, parsed: Parsed, stream_seq: u64) -> anyhow::Result<Applied> {
+        let _call = self.store.watched("ingest apply");
         match parsed {
             Parsed::Article {
                 job,
@@ -170,11 +177,31 @@ impl Ingest {
                 if self.is_deleted(&job, batch) {
                     return Ok(Applied::Deleted);
                 }
-                self.ensure_batch(&job, batch, None)?;
-                self.store
+                if let Some(count) = self.ensure_batch(&job, batch, None)? {
+                    if seq >= count {
+                        return Ok(Applied::Refused(format!(
+                            "article seq {seq} is past the batch's complete marker, which counts {count} articles"
+                        )));
+                    }
+                }
+                let stored = self
+                    .store
                     .articles
-                    .insert(article_key(&job, batch, seq), json)
+                    .compare_and_swap(
+                        article_key(&job, batch, seq),
+                        None as Option<&[u8]>,
+                        Some(json.as_slice()),
+                    )
                     .context("storing an article")?;
+                if let Err(clash) = stored {
+                    // A redelivery carries the same bytes; anything else under this seq (a
+                    // second publisher, another message id) must not replace what was stored.
+                    if clash.current.as_deref() != Some(json.as_slice()) {
+                        return Ok(Applied::Refused(format!(
+                            "article seq {seq} of this batch is already stored with different content; the first is kept"
+                        )));
+                    }
+                }
                 if self.awaiting_articles.contains(&batch_key(&job, batch)) {
                     self.recheck_marker(&job, batch)?;
                 }
@@ -184,7 +211,7 @@ impl Ingest {
                 if self.is_deleted(&marker.job_id, marker.batch_id) {
                     return Ok(Applied::Deleted);
                 }
-                self.apply_marker(&marker, spec)
+                self.apply_marker(&marker, spec, stream_seq)
             }
             Parsed::Poison(reason) => anyhow::bail!("a poison message reached apply: {reason}"),
         }
@@ -196,23 +223,22 @@ impl Ingest {
             .is_some_and(|&deleted_at| batch.timestamp_ms() <= deleted_at)
     }
 
+    /// Stores the batch's record if it is new; returns the article count of its `complete`
+    /// marker, when it has one.
     fn ensure_batch(
         &mut self,
         job: &JobId,
         batch: BatchId,
         started_at: Option<time::OffsetDateTime>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<u32>> {
         let key = batch_key(job, batch);
-        if self.known_batches.contains(&key) {
-            return Ok(());
+        if let Some(&count) = self.known_batches.get(&key) {
+            return Ok(count);
         }
-        if self
-            .store
-            .batches
-            .get(&key)
-            .context("reading a batch")?
-            .is_none()
-        {
+        let mut count = None;
+        if let Some(stored) = self.store.batches.get(&key).context("reading a batch")? {
+            count = complete_count(&decode(&stored, "batch")?);
+        } else {
             let started_at = started_at.unwrap_or_else(|| {
                 time::OffsetDateTime::from_unix_timestamp_nanos(
                     i128::from(batch.timestamp_ms()) * 1_000_000,
@@ -230,10 +256,51 @@ impl Ingest {
                 )
                 .context("storing a batch")?;
         }
+        self.remember_batch(key, count);
+        Ok(count)
+    }
+
+    fn remember_batch(&mut self, key: Vec<u8>, complete_count: Option<u32>) {
         if self.known_batches.len() > 100_000 {
             self.known_batches.clear();
         }
-        self.known_batches.insert(key);
+        self.known_batches.insert(key, complete_count);
+    }
+
+    /// Takes out of a batch the articles at or past its complete marker's count (a publisher
+    /// sent more than it counted), keeping each as a dead letter: a complete batch is exactly
+    /// what its marker says.
+    fn refuse_articles_past(
+        &mut self,
+        job: &JobId,
+        batch: BatchId,
+        count: u32,
+        stream_seq: u64,
+    ) -> anyhow::Result<()> {
+        let prefix = batch_key(job, batch);
+        let extra: Vec<_> = self
+            .store
+            .articles
+            .range(article_key(job, batch, count)..prefix_end(&prefix))
+            .collect::<Result<_, _>>()
+            .context("reading articles past a marker's count")?;
+        for (key, json) in extra {
+            let seq_bytes = key.get(key.len().saturating_sub(4)..).unwrap_or_default();
+            let seq = <[u8; 4]>::try_from(seq_bytes).map_or(0, u32::from_be_bytes);
+            let mut letter_key = stream_seq.to_be_bytes().to_vec();
+            letter_key.extend_from_slice(&seq.to_be_bytes());
+            self.keep_dead_letter(
+                letter_key,
+                stream_seq,
+                &subjects::articles(job, batch),
+                &format!("article seq {seq} is past the batch's complete marker, which counts {count} articles"),
+                &json,
+            )?;
+            self.store
+                .articles
+                .remove(key)
+                .context("removing an article past a marker's count")?;
+        }
         Ok(())
     }
 
@@ -241,8 +308,12 @@ impl Ingest {
         &mut self,
         marker: &BatchMarker,
         spec: Option<JobSpec>,
+        stream_seq: u64,
     ) -> anyhow::Result<Applied> {
         let job = &marker.job_id;
+        if marker.status == MarkerStatus::Complete {
+            self.refuse_articles_past(job, marker.batch_id, marker.article_count, stream_seq)?;
+        }
         let stored = if marker.article_count == 0 {
             0
         } else {
@@ -265,6 +336,7 @@ impl Ingest {
             }),
         };
         let key = batch_key(job, marker.batch_id);
+        self.remember_batch(key.clone(), complete_count(&record));
         if record.marker.as_ref().is_some_and(awaits_articles) {
             self.await_articles(&key)?;
         } else {
@@ -350,7 +422,7 @@ impl Ingest {
             finished_at: early.finished_at,
             error: early.error,
         };
-        let Applied::Marker(decision, _) = self.apply_marker(&marker, None)? else {
+        let Applied::Marker(decision, _) = self.apply_marker(&marker, None, 0)? else {
             return Ok(());
         };
         let mut status: JobStatus = self.store.job_status(job)?;
@@ -439,6 +511,25 @@ impl Ingest {
         reason: &str,
         payload: &[u8],
     ) -> anyhow::Result<()> {
+        self.keep_dead_letter(
+            stream_seq.to_be_bytes().to_vec(),
+            stream_seq,
+            subject,
+            reason,
+            payload,
+        )
+    }
+
+    /// Keeps a dead letter under `key` (the stream seq, and for an article refused when its
+    /// marker came, the article's seq after it), dropping the oldest beyond the cap.
+    fn keep_dead_letter(
+        &mut self,
+        key: Vec<u8>,
+        stream_seq: u64,
+        subject: &str,
+        reason: &str,
+        payload: &[u8],
+    ) -> anyhow::Result<()> {
         let cut = &payload[..payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
         let letter = DeadLetter {
             stream_seq,
@@ -450,7 +541,7 @@ impl Ingest {
         if self
             .store
             .dead_letters
-            .insert(stream_seq.to_be_bytes(), encode(&letter)?)
+            .insert(key, encode(&letter)?)
             .context("keeping a poison message")?
             .is_none()
         {
@@ -506,7 +597,8 @@ impl Ingest {
                 .remove(ref_key)
                 .context("deleting a feed reference")?;
         }
-        self.known_batches.retain(|key| !key.starts_with(&prefix));
+        self.known_batches
+            .retain(|key, _| !key.starts_with(&prefix));
         self.awaiting_articles
             .retain(|key| !key.starts_with(&prefix));
         for key in self
@@ -559,6 +651,15 @@ impl Ingest {
         }
         Ok(())
     }
+}
+
+/// The article count a batch's `complete` marker set, if it has one.
+fn complete_count(record: &BatchRecord) -> Option<u32> {
+    record
+        .marker
+        .as_ref()
+        .filter(|marker| marker.said == MarkerStatus::Complete)
+        .map(|marker| marker.article_count)
 }
 
 fn awaits_articles(marker: &MarkerRecord) -> bool {

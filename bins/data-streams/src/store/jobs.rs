@@ -9,6 +9,7 @@ use super::{decode, encode, JobRecord, JobStatus, Store};
 impl Store {
     /// Stores a new job; `false` when the id is taken.
     pub fn create_job(&self, record: &JobRecord) -> anyhow::Result<bool> {
+        let _call = self.watched("create job");
         let value = encode(record)?;
         let swapped = self
             .jobs
@@ -21,8 +22,17 @@ impl Store {
         Ok(swapped.is_ok())
     }
 
+    /// Whether a job exists (cheaper than reading it).
+    pub fn job_exists(&self, id: &JobId) -> anyhow::Result<bool> {
+        let _call = self.watched("job exists");
+        self.jobs
+            .contains_key(id.as_str())
+            .context("reading a job record")
+    }
+
     /// A job's record.
     pub fn job(&self, id: &JobId) -> anyhow::Result<Option<JobRecord>> {
+        let _call = self.watched("job");
         self.jobs
             .get(id.as_str())
             .context("reading a job record")?
@@ -37,6 +47,7 @@ impl Store {
         id: &JobId,
         change: impl FnOnce(&mut JobRecord),
     ) -> anyhow::Result<Option<JobRecord>> {
+        let _call = self.watched("update job");
         let _guard = self
             .job_lock
             .lock()
@@ -57,6 +68,7 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> anyhow::Result<(Vec<JobRecord>, bool)> {
+        let _call = self.watched("jobs page");
         let range = match after {
             Some(after) => self
                 .jobs
@@ -76,6 +88,7 @@ impl Store {
 
     /// Every job, for the reconciler (jobs are few compared with articles).
     pub fn all_jobs(&self) -> anyhow::Result<Vec<JobRecord>> {
+        let _call = self.watched("all jobs");
         self.jobs
             .iter()
             .values()
@@ -85,11 +98,13 @@ impl Store {
 
     /// How many jobs exist.
     pub fn job_count(&self) -> usize {
+        let _call = self.watched("job count");
         self.jobs.len()
     }
 
     /// What ingest learned about a job (empty when nothing yet).
     pub fn job_status(&self, id: &JobId) -> anyhow::Result<JobStatus> {
+        let _call = self.watched("job status");
         Ok(self
             .job_status
             .get(id.as_str())

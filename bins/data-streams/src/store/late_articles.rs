@@ -49,7 +49,7 @@ fn marker_message(batch: BatchId, count: u32) -> (String, Vec<u8>) {
 
 fn apply(ingest: &mut Ingest, (subject, payload): (String, Vec<u8>)) {
     ingest
-        .apply(parse(&subject, None, &payload))
+        .apply(parse(&subject, None, &payload), 0)
         .expect("applies");
 }
 

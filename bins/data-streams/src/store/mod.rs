@@ -13,6 +13,7 @@
 //! - `awaiting_batches`: `job\0batch(16)` → (), batches whose complete marker came before all
 //!   their articles (few; read at start-up instead of scanning every batch).
 
+pub mod durability;
 pub mod ingest;
 mod jobs;
 #[cfg(test)]
@@ -20,11 +21,13 @@ mod late_articles;
 mod read;
 mod records;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use newsflow_core::{BatchId, JobId};
 
+pub use durability::{CallGuard, Stall, StallWatch};
 pub use ingest::{Ingest, Parsed};
 pub use read::{ArticlePage, FeedFilter};
 pub use records::{
@@ -44,20 +47,32 @@ pub struct Store {
     tombstones: sled::Tree,
     dead_letters: sled::Tree,
     awaiting: sled::Tree,
-    job_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    job_lock: Arc<std::sync::Mutex<()>>,
+    flusher: durability::Flusher,
+    watch: Arc<StallWatch>,
 }
 
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Self::open_with(path, None)
+    }
+
+    /// Opens the store; `stall_file` is the test hook that holds every flush while that file
+    /// exists.
+    pub fn open_with(path: &Path, stall_file: Option<PathBuf>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(path)
             .with_context(|| format!("creating the data directory {}", path.display()))?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(256 * 1024 * 1024)
-            .flush_every_ms(Some(1000))
+            // The flusher thread is the only one that flushes (see `durability`).
+            .flush_every_ms(None)
             .open()
             .with_context(|| format!("opening the sled store at {}", path.display()))?;
+        let watch = Arc::new(StallWatch::default());
+        let flusher = durability::Flusher::start(db.clone(), watch.clone(), stall_file)
+            .context("starting the store's flusher thread")?;
         let tree = |name: &str| {
             db.open_tree(name)
                 .with_context(|| format!("opening the sled tree {name}"))
@@ -74,16 +89,25 @@ impl Store {
             awaiting: tree("awaiting_batches")?,
             db,
             job_lock: Default::default(),
+            flusher,
+            watch,
         })
     }
 
-    /// Makes every write so far durable.
+    /// Resolves once every write made before the call is durable (one flusher performs it,
+    /// shared with every other caller waiting at the time).
     pub async fn flush(&self) -> anyhow::Result<()> {
-        self.db
-            .flush_async()
-            .await
-            .context("flushing the sled store")?;
-        Ok(())
+        Ok(self.flusher.flush().await?)
+    }
+
+    /// The flushes and store calls in progress, for the watchdog.
+    pub fn stall_watch(&self) -> &Arc<StallWatch> {
+        &self.watch
+    }
+
+    /// Records a store call for the watchdog until the guard is dropped.
+    pub fn watched(&self, what: &'static str) -> CallGuard {
+        self.watch.begin(what, 1)
     }
 
     /// Empties everything derived from the stream (keeping jobs and tombstones), for a rebuild.

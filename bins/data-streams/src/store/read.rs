@@ -41,6 +41,7 @@ impl Store {
         after_seq: Option<u32>,
         limit: usize,
     ) -> anyhow::Result<ArticlePage> {
+        let _call = self.watched("batch articles");
         let prefix = batch_key(job, batch);
         let start = match after_seq {
             Some(seq) => Bound::Excluded(article_key(job, batch, seq)),
@@ -65,6 +66,7 @@ impl Store {
 
     /// How many articles of a batch are stored.
     pub fn count_batch_articles(&self, job: &JobId, batch: BatchId) -> u32 {
+        let _call = self.watched("count batch articles");
         let prefix = batch_key(job, batch);
         self.articles
             .range(prefix.clone()..prefix_end(&prefix))
@@ -74,6 +76,7 @@ impl Store {
 
     /// One batch's record.
     pub fn batch(&self, job: &JobId, batch: BatchId) -> anyhow::Result<Option<BatchRecord>> {
+        let _call = self.watched("batch");
         self.batches
             .get(batch_key(job, batch))
             .context("reading a batch")?
@@ -83,6 +86,7 @@ impl Store {
 
     /// The job's newest batch (by start time), complete or not.
     pub fn newest_batch(&self, job: &JobId) -> anyhow::Result<Option<BatchId>> {
+        let _call = self.watched("newest batch");
         let prefix = job_prefix(job);
         match self
             .batches
@@ -104,6 +108,7 @@ impl Store {
         before: Option<BatchId>,
         limit: usize,
     ) -> anyhow::Result<(Vec<(BatchId, BatchRecord)>, bool)> {
+        let _call = self.watched("batches page");
         let prefix = job_prefix(job);
         let end = match before {
             Some(batch) => Bound::Excluded(batch_key(job, batch)),
@@ -134,6 +139,7 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> anyhow::Result<ArticlePage> {
+        let _call = self.watched("feed page");
         let iter = match after {
             Some(after) => self.feed.range(prefix_end(after)..),
             None => self.feed.iter(),
@@ -203,6 +209,7 @@ impl Store {
         after: Option<&[u8]>,
         limit: usize,
     ) -> anyhow::Result<(Vec<super::DeadLetter>, Option<Vec<u8>>)> {
+        let _call = self.watched("dead letters page");
         let range = match after {
             Some(after) => self
                 .dead_letters

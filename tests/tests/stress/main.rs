@@ -1,0 +1,71 @@
+//! The freeze issue's suite: data-streams under many concurrent writers, a stalled store, slow
+//! and idle clients, and batches that say one thing while the stream holds another.
+//!
+//! # Layout
+//! - [`storm`]: rounds of concurrent creates and start/stop on one job, with reads, during
+//!   ingest; a kill -9 in the middle of a storm of creates.
+//! - [`stall`]: a flush held by the test hook: 503, a log line, exit 3, nothing lost.
+//! - [`clients`]: slow-header, idle and oversized-body clients; repeated `Authorization`.
+//! - [`exact`]: a complete batch is exactly what its marker says; unknown jobs serve nothing.
+
+mod clients;
+mod exact;
+mod stall;
+mod storm;
+
+use std::time::{Duration, Instant};
+
+use newsflow_core::{Article, ArticleId, BatchId, JobId, Source};
+
+/// Article `i` of a batch, as a conforming worker would publish it (`variant` changes its
+/// content without changing its URL's place in the batch).
+pub fn article(job: &str, batch: BatchId, i: u32, variant: &str) -> Article {
+    let url = format!("https://example.com/{job}/{batch}/{i}{variant}");
+    Article {
+        id: ArticleId::from_url(&url),
+        job_id: JobId::parse(job).expect("a valid job id"),
+        batch_id: batch,
+        source: Source {
+            id: None,
+            name: Some("Example".into()),
+        },
+        author: None,
+        title: Some(format!("title {i}{variant}")),
+        description: None,
+        url,
+        url_to_image: None,
+        published_at: None,
+        content: None,
+        fetched_at: newsflow_core::now_utc(),
+    }
+}
+
+/// Latencies, summarised.
+pub struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    pub fn new(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        Self(samples)
+    }
+
+    /// The `p`-th percentile (0..=100).
+    pub fn percentile(&self, p: usize) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = (self.0.len() * p / 100).min(self.0.len() - 1);
+        self.0[index]
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Times `work`.
+pub async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let started = Instant::now();
+    let value = work.await;
+    (value, started.elapsed())
+}
