@@ -84,6 +84,7 @@ async fn a_held_flush_makes_readyz_503_is_logged_exits_3_and_loses_nothing() {
     std::fs::remove_file(&hold).expect("removing the hold file");
     system.kill_data_streams();
     system.start_data_streams().await;
+    let api = system.api();
     let kept = api.job("kept").await;
     assert_eq!(kept["state"], "running");
     // The batch published during the stall was never acknowledged: it is redelivered.

@@ -187,6 +187,7 @@ async fn a_kill_during_a_storm_of_creates_leaves_each_job_absent_or_running_and_
         }
     }
     system.start_data_streams().await;
+    let api = system.api();
 
     for id in &acknowledged {
         let (status, job) = api.get(&format!("/jobs/{id}")).await;
