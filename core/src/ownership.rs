@@ -270,7 +270,10 @@ mod tests {
         view
     }
 
-    fn running<'a>(id: &'a JobId, owner: Option<OwnerView<'a, &'static str>>) -> JobView<'a, &'static str> {
+    fn running<'a>(
+        id: &'a JobId,
+        owner: Option<OwnerView<'a, &'static str>>,
+    ) -> JobView<'a, &'static str> {
         JobView {
             id,
             state: JobState::Running,
@@ -395,8 +398,8 @@ mod tests {
     }
 
     #[test]
-    fn after_a_restart_the_first_worker_to_report_a_job_adopts_it_and_the_old_owner_is_then_fenced(
-    ) {
+    fn after_a_restart_the_first_worker_to_report_a_job_adopts_it_and_the_old_owner_is_then_fenced()
+    {
         let id = job_id("j");
         let w1 = "w1";
         let rules = rules();
