@@ -10,6 +10,7 @@
 //! - [`newsapi`]: defensive parsing and classification of NewsAPI responses.
 //! - [`retry`]: capped exponential backoff with jitter and `Retry-After` parsing.
 //! - [`schedule`]: when a job runs next, and how late a run was.
+//! - [`ownership`]: which worker runs a job: heartbeat and reconciliation decisions, time passed in.
 //! - [`cursor`]: opaque list cursors.
 //! - [`secret`]: a string that never prints.
 //! - [`error`]: `ValidationError`, the typed answer to bad input.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod ids;
 pub mod job;
 pub mod newsapi;
+pub mod ownership;
 pub mod query;
 pub mod retry;
 pub mod schedule;

@@ -1,20 +1,30 @@
 //! Job ownership: start and stop commands, worker heartbeats, and the reconciler that heals a
 //! lost owner, a lost message or a stale duplicate within a few heartbeats.
+//!
+//! The rules live in [`newsflow_core::ownership`]; this module only reads and writes the store,
+//! sends commands and keeps track of the tasks it spawns.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
+use newsflow_core::ownership::{
+    HeartbeatDecision, JobView, Now, OwnerView, Ownership, ReconcileDecision, Tick, WorkerView,
+};
 use newsflow_core::{JobId, JobState};
 use newsflow_nats::command::{self, CommandError};
 use newsflow_nats::subjects;
 use newsflow_nats::wire::{parse_capped, Ack, Heartbeat, StartJob, WorkerId, MAX_HEARTBEAT_BYTES};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::state::{Metrics, Shared};
-use crate::store::WorkerRef;
+use crate::store::{JobRecord, WorkerRef};
 
 /// How ownership is checked.
 #[derive(Debug, Clone, Copy)]
@@ -27,20 +37,76 @@ pub struct ControlSettings {
     pub command_timeout: Duration,
 }
 
-struct Seen {
-    at: Instant,
-    jobs: HashSet<JobId>,
-}
+type Workers = HashMap<WorkerId, WorkerView>;
 
 /// What data-streams knows of workers, from their heartbeats and acks.
 pub struct Control {
     settings: ControlSettings,
+    rules: Ownership,
+    /// The origin of the monotonic clock the rules see.
+    origin: Instant,
     /// Since when NATS is connected without a break the reconciler saw: heartbeats sent
     /// while data-streams was cut off never reached it, so a worker is judged gone only once
     /// it had a whole worker timeout to be heard again.
-    connected_since: Mutex<Option<Instant>>,
-    workers: Mutex<HashMap<WorkerId, Seen>>,
-    starting: Mutex<HashSet<JobId>>,
+    connected_since: Mutex<Option<Tick>>,
+    workers: Mutex<Workers>,
+    /// Jobs with a start in flight: one at a time per job.
+    starting: Arc<Mutex<HashSet<JobId>>>,
+    /// Fence stops in flight: a worker heartbeating faster than it acknowledges gets one stop
+    /// per job, not one per heartbeat.
+    fencing: Arc<Mutex<HashSet<(WorkerId, JobId)>>>,
+    tasks: TaskTracker,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded maps stay consistent across a panic (each change is one insert or
+    // remove), so a poisoned lock is still good to use.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A key held in an in-flight set, removed when dropped, so a task that fails, panics or is
+/// dropped unpolled never leaves its key behind to block the next attempt forever.
+struct Claim<K: Eq + Hash> {
+    set: Arc<Mutex<HashSet<K>>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Claim<K> {
+    /// `None` when `key` is already claimed.
+    fn take(set: &Arc<Mutex<HashSet<K>>>, key: K) -> Option<Self> {
+        lock(set).insert(key.clone()).then(|| Self {
+            set: set.clone(),
+            key,
+        })
+    }
+}
+
+impl<K: Eq + Hash> Drop for Claim<K> {
+    fn drop(&mut self) {
+        lock(&self.set).remove(&self.key);
+    }
+}
+
+/// The view of a stored job the rules read, with what was heard of its owner.
+fn job_view<'a>(record: &'a JobRecord, workers: &'a Workers) -> JobView<'a, WorkerId> {
+    JobView {
+        id: record.spec.id(),
+        state: record.state,
+        owner: record.worker.as_ref().map(|owner| OwnerView {
+            id: &owner.id,
+            acked_at: owner.acked_at,
+            heard: workers.get(&owner.id),
+        }),
+    }
+}
+
+/// The text of a caught panic.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }
 
 impl Control {
@@ -48,71 +114,65 @@ impl Control {
     pub fn new(settings: ControlSettings) -> Self {
         Self {
             settings,
+            rules: Ownership::new(settings.worker_timeout),
+            origin: Instant::now(),
             connected_since: Mutex::default(),
             workers: Mutex::default(),
-            starting: Mutex::default(),
+            starting: Arc::default(),
+            fencing: Arc::default(),
+            tasks: TaskTracker::new(),
         }
     }
 
-    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<WorkerId, Seen>> {
-        self.workers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Every start and fence task this spawned, so shutdown can close and wait for them.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    fn workers(&self) -> MutexGuard<'_, Workers> {
+        lock(&self.workers)
+    }
+
+    fn tick(&self) -> Tick {
+        Tick::new(self.origin.elapsed())
     }
 
     /// Whether `worker` was heard from recently.
     pub fn is_alive(&self, worker: &WorkerId) -> bool {
-        self.workers()
-            .get(worker)
-            .is_some_and(|seen| seen.at.elapsed() < self.settings.worker_timeout)
+        self.rules.is_alive(self.workers().get(worker), self.tick())
     }
 
     /// How many workers were heard from recently.
     pub fn alive_count(&self) -> usize {
+        let now = self.tick();
         self.workers()
             .values()
-            .filter(|seen| seen.at.elapsed() < self.settings.worker_timeout)
+            .filter(|view| self.rules.is_alive(Some(view), now))
             .count()
     }
 
-    /// Whether `worker`, alive, says it runs `job`.
-    fn runs(&self, worker: &WorkerId, job: &JobId) -> bool {
-        self.workers().get(worker).is_some_and(|seen| {
-            seen.at.elapsed() < self.settings.worker_timeout && seen.jobs.contains(job)
-        })
-    }
-
-    fn note(&self, worker: &WorkerId, jobs: impl IntoIterator<Item = JobId>, replace: bool) {
-        let mut workers = self.workers();
-        let seen = workers.entry(worker.clone()).or_insert_with(|| Seen {
-            at: Instant::now(),
-            jobs: HashSet::new(),
+    /// Runs `task` on the tracker; a panic in it is logged instead of vanishing with the task.
+    fn spawn(
+        &self,
+        what: &'static str,
+        job: JobId,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        // Unwind safety: what the task shares is behind poison-tolerant locks whose every
+        // change is a single insert or remove, and its claim is released by `Drop`.
+        self.tasks.spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+                tracing::error!(%job, task = what, panic = panic_text(&*panic), "a control task panicked");
+            }
         });
-        seen.at = Instant::now();
-        if replace {
-            seen.jobs.clear();
-        }
-        seen.jobs.extend(jobs);
     }
 
     /// Asks one worker to start `job` and records the acknowledging owner. `None` when no
     /// worker took it (the reconciler tries again later).
     pub async fn start(&self, shared: &Shared, job: &JobId) -> Option<WorkerRef> {
         let client = shared.nats.get()?;
-        if !self
-            .starting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(job.clone())
-        {
-            return None;
-        }
-        let result = self.start_inner(shared, client, job).await;
-        self.starting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(job);
-        result
+        let _claim = Claim::take(&self.starting, job.clone())?;
+        self.start_inner(shared, client, job).await
     }
 
     async fn start_inner(
@@ -121,44 +181,22 @@ impl Control {
         client: &async_nats::Client,
         job: &JobId,
     ) -> Option<WorkerRef> {
-        let record = shared
-            .store
-            .job(job)
-            .ok()
-            .flatten()
-            .filter(|r| r.state == JobState::Running)?;
-        match command::send_start(
+        let record = match shared.store.job(job) {
+            Ok(Some(record)) if record.state == JobState::Running => record,
+            Ok(_) => return None,
+            Err(error) => {
+                tracing::error!(%job, error = format!("{error:#}"), "reading a job to start it");
+                return None;
+            }
+        };
+        let acked = match command::send_start(
             client,
             &StartJob { job: record.spec },
             self.settings.command_timeout,
         )
         .await
         {
-            Ok(acked) => {
-                Metrics::inc(&shared.metrics.starts_acked);
-                self.note(&acked.worker_id, [job.clone()], false);
-                let owner = WorkerRef {
-                    id: acked.worker_id.clone(),
-                    acked_at: newsflow_core::now_utc(),
-                };
-                let updated = shared.store.update_job(job, |r| {
-                    if r.state == JobState::Running {
-                        r.worker = Some(owner.clone());
-                        r.updated_at = owner.acked_at;
-                    }
-                });
-                match updated {
-                    Ok(Some(r)) if r.state == JobState::Running => {
-                        tracing::info!(%job, worker = %acked.worker_id, "worker acknowledged start");
-                        Some(owner)
-                    }
-                    _ => {
-                        // Stopped or deleted while the start was in flight: undo it.
-                        self.stop(shared, &acked.worker_id, job).await;
-                        None
-                    }
-                }
-            }
+            Ok(acked) => acked,
             Err(error) => {
                 Metrics::inc(&shared.metrics.commands_failed);
                 match error {
@@ -167,6 +205,39 @@ impl Control {
                     }
                     other => tracing::warn!(%job, error = %other, "start command not acknowledged"),
                 }
+                return None;
+            }
+        };
+        Metrics::inc(&shared.metrics.starts_acked);
+        let worker = acked.worker_id;
+        let now = self.tick();
+        self.workers()
+            .entry(worker.clone())
+            .or_insert_with(|| WorkerView::new(now))
+            .started(now, job.clone());
+        let owner = WorkerRef {
+            id: worker.clone(),
+            acked_at: newsflow_core::now_utc(),
+        };
+        let updated = shared.store.update_job(job, |r| {
+            if r.state == JobState::Running {
+                r.worker = Some(owner.clone());
+                r.updated_at = owner.acked_at;
+            }
+        });
+        match updated {
+            Ok(Some(r)) if r.state == JobState::Running => {
+                tracing::info!(%job, %worker, "worker acknowledged start");
+                Some(owner)
+            }
+            Ok(_) => {
+                // Stopped or deleted while the start was in flight: undo it.
+                self.stop(shared, &worker, job).await;
+                None
+            }
+            Err(error) => {
+                // The worker runs it unrecorded; its next heartbeat adopts or fences it.
+                tracing::error!(%job, %worker, error = format!("{error:#}"), "recording the owner of a started job");
                 None
             }
         }
@@ -180,8 +251,8 @@ impl Control {
         Metrics::inc(&shared.metrics.stops_sent);
         match command::send_stop(client, worker, job, self.settings.command_timeout).await {
             Ok(_) => {
-                if let Some(seen) = self.workers().get_mut(worker) {
-                    seen.jobs.remove(job);
+                if let Some(view) = self.workers().get_mut(worker) {
+                    view.stopped(job);
                 }
                 tracing::info!(%job, %worker, "worker acknowledged stop");
                 true
@@ -194,66 +265,96 @@ impl Control {
         }
     }
 
-    /// Handles a heartbeat: remembers what the worker runs, adopts jobs that lost their owner,
-    /// and fences jobs the worker should not run (stopped, deleted, or owned by another live
-    /// worker).
+    /// What the rules say of `worker` reporting the job stored as `record`.
+    fn heartbeat_decision(
+        &self,
+        record: Option<&JobRecord>,
+        worker: &WorkerId,
+        now: Tick,
+    ) -> HeartbeatDecision {
+        let workers = self.workers();
+        let view = record.map(|r| job_view(r, &workers));
+        self.rules.on_heartbeat(view.as_ref(), worker, now)
+    }
+
+    /// Handles a heartbeat: remembers what the worker runs, then keeps, adopts or fences each
+    /// job it reports.
     fn on_heartbeat(self: &Arc<Self>, shared: &Arc<Shared>, heartbeat: Heartbeat) {
-        let worker = heartbeat.worker_id.clone();
-        self.note(&worker, heartbeat.jobs.iter().cloned(), true);
+        let now = self.tick();
+        let worker = heartbeat.worker_id;
+        self.workers()
+            .entry(worker.clone())
+            .or_insert_with(|| WorkerView::new(now))
+            .heartbeat(now, heartbeat.jobs.iter().cloned());
         for job in heartbeat.jobs {
             let record = match shared.store.job(&job) {
                 Ok(record) => record,
                 Err(error) => {
-                    tracing::error!(
-                        error = format!("{error:#}"),
-                        "reading a job for a heartbeat"
-                    );
+                    tracing::error!(%job, %worker, error = format!("{error:#}"), "reading a job a worker reports");
                     continue;
                 }
             };
-            let fence = match record {
-                None => true,
-                Some(r) if r.state == JobState::Stopped => true,
-                Some(r) => match &r.worker {
-                    Some(owner) if owner.id == worker => false,
-                    Some(owner) if self.is_alive(&owner.id) => true,
-                    _ => {
-                        let adopted = WorkerRef {
-                            id: worker.clone(),
-                            acked_at: newsflow_core::now_utc(),
-                        };
-                        let _ = shared.store.update_job(&job, |r| {
-                            if r.state == JobState::Running {
-                                r.worker = Some(adopted.clone());
-                                r.updated_at = adopted.acked_at;
-                            }
-                        });
-                        tracing::info!(%job, %worker, "job adopted by the worker that runs it");
-                        false
-                    }
-                },
-            };
-            if fence {
-                tracing::info!(%job, %worker, "worker runs a job it should not; telling it to stop");
-                let (control, shared, worker) = (self.clone(), shared.clone(), worker.clone());
-                tokio::spawn(async move { control.stop(&shared, &worker, &job).await });
+            match self.heartbeat_decision(record.as_ref(), &worker, now) {
+                HeartbeatDecision::Keep => {}
+                HeartbeatDecision::Adopt => self.adopt(shared, &job, &worker, now),
+                HeartbeatDecision::Fence(reason) => {
+                    let Some(claim) = Claim::take(&self.fencing, (worker.clone(), job.clone()))
+                    else {
+                        continue;
+                    };
+                    tracing::info!(%job, %worker, ?reason, "worker runs a job it should not; telling it to stop");
+                    let (control, shared, worker) = (self.clone(), shared.clone(), worker.clone());
+                    self.spawn("fence", job.clone(), async move {
+                        let _claim = claim;
+                        control.stop(&shared, &worker, &job).await;
+                    });
+                }
+            }
+        }
+    }
+
+    /// Records `worker` as the owner of `job`, if the fresh record still calls for it.
+    fn adopt(&self, shared: &Shared, job: &JobId, worker: &WorkerId, now: Tick) {
+        let adopted = WorkerRef {
+            id: worker.clone(),
+            acked_at: newsflow_core::now_utc(),
+        };
+        let mut changed = false;
+        let updated = shared.store.update_job(job, |r| {
+            // Decided again under the store's job lock: a start or another heartbeat may
+            // have given the job a live owner since it was read.
+            if self.heartbeat_decision(Some(&*r), worker, now) == HeartbeatDecision::Adopt {
+                r.worker = Some(adopted.clone());
+                r.updated_at = adopted.acked_at;
+                changed = true;
+            }
+        });
+        match updated {
+            Ok(_) if changed => {
+                tracing::info!(%job, %worker, "job adopted by the worker that runs it")
+            }
+            // Its next heartbeat is decided against the new owner.
+            Ok(_) => tracing::debug!(%job, %worker, "job got an owner before it could be adopted"),
+            Err(error) => {
+                tracing::error!(%job, %worker, error = format!("{error:#}"), "recording the adoption of a job")
             }
         }
     }
 
     /// One reconciliation pass: every running job without a live owner that runs it is
     /// (re)started on some worker.
-    async fn reconcile(self: &Arc<Self>, shared: &Arc<Shared>) {
+    fn reconcile(self: &Arc<Self>, shared: &Arc<Shared>) {
+        let now = Now {
+            tick: self.tick(),
+            wall: newsflow_core::now_utc(),
+        };
         let connected_since = {
-            let mut since = self
-                .connected_since
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut since = lock(&self.connected_since);
             if !shared.nats_connected() {
                 *since = None;
                 return;
             }
-            *since.get_or_insert_with(Instant::now)
+            *since.get_or_insert(now.tick)
         };
         // With no live worker a start has no taker; a worker's first heartbeat ends this.
         if self.alive_count() == 0 {
@@ -266,32 +367,40 @@ impl Control {
                 return;
             }
         };
-        let settled = connected_since.elapsed() >= self.settings.worker_timeout;
-        for record in jobs.into_iter().filter(|r| r.state == JobState::Running) {
-            let job = record.spec.id().clone();
-            let needs_start = match &record.worker {
-                None => true,
-                Some(owner) => {
-                    let forgotten = self.is_alive(&owner.id)
-                        && !self.runs(&owner.id, &job)
-                        && (newsflow_core::now_utc() - owner.acked_at)
-                            > self.settings.worker_timeout;
-                    let gone = settled && !self.is_alive(&owner.id);
-                    if gone || forgotten {
-                        tracing::warn!(%job, owner = %owner.id, gone, "job has no live owner running it; reassigning");
-                        let _ = shared.store.update_job(&job, |r| {
-                            if r.worker.as_ref().is_some_and(|w| w.id == owner.id) {
-                                r.worker = None;
-                            }
-                        });
-                    }
-                    gone || forgotten
-                }
+        for record in jobs {
+            let decision = {
+                let workers = self.workers();
+                self.rules
+                    .reconcile(&job_view(&record, &workers), now, connected_since)
             };
-            if needs_start {
-                let (control, shared) = (self.clone(), shared.clone());
-                tokio::spawn(async move { control.start(&shared, &job).await });
+            let job = record.spec.id();
+            match decision {
+                ReconcileDecision::Fine => continue,
+                ReconcileDecision::Start => {}
+                ReconcileDecision::Reassign(lost) => {
+                    let Some(owner) = &record.worker else {
+                        continue;
+                    };
+                    tracing::warn!(%job, owner = %owner.id, ?lost, "job has no live owner running it; reassigning");
+                    let cleared = shared.store.update_job(job, |r| {
+                        if r.worker.as_ref().is_some_and(|w| w.id == owner.id) {
+                            r.worker = None;
+                        }
+                    });
+                    if let Err(error) = cleared {
+                        // Starting it elsewhere now could leave two owners; the next pass retries.
+                        tracing::error!(%job, owner = %owner.id, error = format!("{error:#}"), "clearing a lost owner");
+                        continue;
+                    }
+                }
             }
+            if lock(&self.starting).contains(job) {
+                continue;
+            }
+            let (control, shared, job) = (self.clone(), shared.clone(), job.clone());
+            self.spawn("start", job.clone(), async move {
+                control.start(&shared, &job).await;
+            });
         }
     }
 }
@@ -340,7 +449,51 @@ pub async fn run_reconciler(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => control.reconcile(&shared).await,
+            _ = tick.tick() => control.reconcile(&shared),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn control() -> Control {
+        Control::new(ControlSettings {
+            worker_timeout: Duration::from_secs(10),
+            reconcile_every: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(1),
+        })
+    }
+
+    fn key() -> (WorkerId, JobId) {
+        (
+            WorkerId::parse("w1").expect("a valid worker id"),
+            JobId::parse("j1").expect("a valid job id"),
+        )
+    }
+
+    #[test]
+    fn a_fence_in_flight_is_not_sent_again_until_it_is_done() {
+        let control = control();
+        let first = Claim::take(&control.fencing, key());
+        assert!(first.is_some());
+        assert!(Claim::take(&control.fencing, key()).is_none());
+        drop(first);
+        assert!(Claim::take(&control.fencing, key()).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_control_task_is_waited_for_and_releases_its_claim() {
+        let control = control();
+        let claim = Claim::take(&control.fencing, key());
+        assert!(claim.is_some());
+        control.spawn("test", key().1, async move {
+            let _claim = claim;
+            panic!("a bug in a control task");
+        });
+        control.tasks().close();
+        control.tasks().wait().await;
+        assert!(Claim::take(&control.fencing, key()).is_some());
     }
 }
