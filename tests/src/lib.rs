@@ -23,7 +23,7 @@
 //! - [`api`]: `Api`, the data-streams HTTP client with typed helpers and cursor paging.
 //! - [`mock`]: `MockClient`, direct NewsAPI requests to the mock and its control API.
 //! - [`bus`]: `Bus`, the test's own NATS connection: publish to the stream, heartbeats, reads.
-//! - [`poll`]: `wait_for` and `hold_for`, deadlines instead of sleeps.
+//! - [`poll`]: `wait_for`, `poll_until` and `hold_for`, deadlines instead of sleeps.
 //! - [`contract`]: assertions of the contract's JSON shapes.
 
 pub mod api;
@@ -43,7 +43,7 @@ pub use api::Api;
 pub use bus::{Bus, Heartbeats};
 pub use mock::MockClient;
 pub use nats_server::NatsServer;
-pub use poll::{hold_for, wait_for};
+pub use poll::{hold_for, poll_until, wait_for};
 pub use process::{Proc, Spec};
 pub use scratch::Scratch;
 pub use system::{System, SystemBuilder};
