@@ -25,6 +25,7 @@
 //! - [`bus`]: `Bus`, the test's own NATS connection: publish to the stream, heartbeats, reads.
 //! - [`poll`]: `wait_for`, `poll_until` and `hold_for`, deadlines instead of sleeps.
 //! - [`contract`]: assertions of the contract's JSON shapes.
+//! - [`tls`]: a throw-away CA, server and client certificates, made in-process.
 
 pub mod api;
 pub mod bins;
@@ -38,6 +39,7 @@ pub mod poll;
 pub mod process;
 pub mod scratch;
 pub mod system;
+pub mod tls;
 
 pub use api::Api;
 pub use bus::{Bus, Heartbeats};
