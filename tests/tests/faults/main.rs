@@ -114,6 +114,7 @@ async fn assert_ledger_served(api: &Api, ledger: &Ledger) {
     }
 }
 
+/// The jobs whose batches the ingest tests publish themselves.
 const INGEST_JOBS: [&str; 3] = ["ingest-a", "ingest-b", "ingest-c"];
 
 /// A system with no worker and the ingest jobs created (stored, running, unowned), so a test
