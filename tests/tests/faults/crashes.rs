@@ -6,40 +6,29 @@ use std::time::{Duration, Instant};
 use newsflow_core::BatchId;
 use newsflow_tests::contract::owner_of;
 use newsflow_tests::faults_support::{
-    audit, owner, read_stream, spawn_publisher, wait_for_half_batch, wait_for_owner,
-    wait_until_ingested, HeartbeatLog, INGEST_WITHIN,
+    audit, owner, read_stream, spawn_publisher, wait_for_owner, wait_until_ingested, HeartbeatLog,
+    INGEST_WITHIN,
 };
 use newsflow_tests::{hold_for, wait_for, System};
 use serde_json::json;
 
 use crate::{
-    assert_abandoned, assert_ledger_served, assert_whole, system_for_own_batches, BATCH_WITHIN,
-    HEARTBEAT, INGEST_JOBS, MOVE_WITHIN, WORKER_TIMEOUT,
+    assert_abandoned, assert_ledger_served, assert_whole, mid_batch, system_for_own_batches,
+    MidBatch, BATCH_WITHIN, HEARTBEAT, INGEST_JOBS, MOVE_WITHIN, WORKER_TIMEOUT,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_batch_leaves_no_visible_partial_batch_and_its_job_moves_to_a_live_worker(
 ) {
-    let mut system = System::builder()
-        .workers(2)
-        .mock_args(["--latency-ms", "300"])
-        .start()
-        .await;
+    let MidBatch {
+        mut system,
+        bus,
+        heartbeats,
+        owner: victim,
+        other: survivor,
+        half,
+    } = mid_batch("crash", &[]).await;
     let api = system.api();
-    let bus = system.bus().await;
-    let heartbeats = HeartbeatLog::start(&bus).await;
-    api.create_job_ok(&json!({
-        "id":"crash","params":{"q":"bitcoin"},"interval_secs":1,"max_pages":4,"page_size":20
-    }))
-    .await;
-    api.wait_for_latest("crash", None, BATCH_WITHIN).await;
-    let victim = owner(&api, "crash").await.expect("the job has an owner");
-    let survivor = system
-        .worker_ids()
-        .into_iter()
-        .find(|w| *w != victim)
-        .expect("a second worker");
-    let half = wait_for_half_batch(&api, "crash", 40, BATCH_WITHIN).await;
 
     system.kill_worker(&victim);
     let killed_at = Instant::now();

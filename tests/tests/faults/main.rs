@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use newsflow_tests::contract::{id_of, ids};
-use newsflow_tests::faults_support::Ledger;
+use newsflow_tests::faults_support::{owner, wait_for_half_batch, HeartbeatLog, Ledger};
 use newsflow_tests::{Api, Bus, System};
 use serde_json::{json, Value};
 
@@ -111,6 +111,55 @@ async fn assert_ledger_served(api: &Api, ledger: &Ledger) {
     for (job, newest) in ledger.newest_complete() {
         let latest = api.latest(&job).await;
         assert_eq!(latest["batch"]["id"], newest.as_str(), "latest of {job}");
+    }
+}
+
+/// Two workers behind a slow mock, and a job caught in the middle of a batch on its owner,
+/// after a first complete one: where a crash or a shutdown of a worker hurts most.
+struct MidBatch {
+    system: System,
+    bus: Bus,
+    /// Every heartbeat since before the job was created.
+    heartbeats: HeartbeatLog,
+    /// The worker running the batch.
+    owner: String,
+    /// The other worker.
+    other: String,
+    /// The id of the batch in progress, with 1 to 40 of its 80 articles stored.
+    half: String,
+}
+
+/// Starts a [`MidBatch`] for job `id` (four pages of 20 a run, every second), every worker
+/// started with `worker_args` too.
+async fn mid_batch(id: &str, worker_args: &[&str]) -> MidBatch {
+    let system = System::builder()
+        .workers(2)
+        .mock_args(["--latency-ms", "300"])
+        .worker_args(worker_args.iter().copied())
+        .start()
+        .await;
+    let api = system.api();
+    let bus = system.bus().await;
+    let heartbeats = HeartbeatLog::start(&bus).await;
+    api.create_job_ok(&json!({
+        "id":id,"params":{"q":"bitcoin"},"interval_secs":1,"max_pages":4,"page_size":20
+    }))
+    .await;
+    api.wait_for_latest(id, None, BATCH_WITHIN).await;
+    let owner = owner(&api, id).await.expect("the job has an owner");
+    let other = system
+        .worker_ids()
+        .into_iter()
+        .find(|w| *w != owner)
+        .expect("a second worker");
+    let half = wait_for_half_batch(&api, id, 40, BATCH_WITHIN).await;
+    MidBatch {
+        system,
+        bus,
+        heartbeats,
+        owner,
+        other,
+        half,
     }
 }
 

@@ -3,15 +3,14 @@
 use std::time::{Duration, Instant};
 
 use newsflow_tests::faults_support::{
-    audit, owner, spawn_publisher, wait_for_half_batch, wait_for_owner, wait_until_ingested,
-    HeartbeatLog, INGEST_WITHIN,
+    audit, spawn_publisher, wait_for_owner, wait_until_ingested, INGEST_WITHIN,
 };
 use newsflow_tests::{wait_for, StatusCode, System};
 use serde_json::json;
 
 use crate::{
-    assert_abandoned, assert_ledger_served, assert_whole, system_for_own_batches, BATCH_WITHIN,
-    EXIT_BOUND, INGEST_JOBS, MOVE_WITHIN,
+    assert_abandoned, assert_ledger_served, assert_whole, mid_batch, system_for_own_batches,
+    MidBatch, BATCH_WITHIN, EXIT_BOUND, INGEST_JOBS, MOVE_WITHIN,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,27 +50,15 @@ async fn data_streams_stops_cleanly_on_sigterm_mid_ingest_and_keeps_every_acknow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stops_cleanly_on_sigterm_mid_batch_and_its_job_moves_on_at_once() {
-    let mut system = System::builder()
-        .workers(2)
-        .mock_args(["--latency-ms", "300"])
-        .worker_args(["--shutdown-grace-ms", "3000"])
-        .start()
-        .await;
+    let MidBatch {
+        mut system,
+        bus,
+        heartbeats,
+        owner: leaving,
+        other,
+        half,
+    } = mid_batch("leaving", &["--shutdown-grace-ms", "3000"]).await;
     let api = system.api();
-    let bus = system.bus().await;
-    let heartbeats = HeartbeatLog::start(&bus).await;
-    api.create_job_ok(&json!({
-        "id":"leaving","params":{"q":"bitcoin"},"interval_secs":1,"max_pages":4,"page_size":20
-    }))
-    .await;
-    api.wait_for_latest("leaving", None, BATCH_WITHIN).await;
-    let leaving = owner(&api, "leaving").await.expect("an owner");
-    let other = system
-        .worker_ids()
-        .into_iter()
-        .find(|w| *w != leaving)
-        .expect("a second worker");
-    let half = wait_for_half_batch(&api, "leaving", 40, BATCH_WITHIN).await;
 
     let asked = Instant::now();
     let status = system.terminate_worker(&leaving).await;
