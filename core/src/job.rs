@@ -324,6 +324,9 @@ impl From<JobSpec> for RawSpec {
 }
 
 #[cfg(test)]
+mod create_refusals;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

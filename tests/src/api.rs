@@ -120,6 +120,23 @@ impl Api {
         (status, response.text().await.unwrap_or_default())
     }
 
+    /// The value of the unlabelled sample `name` in `GET /metrics`, `None` when it is absent.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (status, text) = self.get_text("/metrics").await;
+        assert!(status.is_success(), "GET /metrics: {status}");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == name).then(|| value.trim().parse().ok()).flatten()
+            })
+    }
+
+    /// A counter or gauge of `GET /metrics` as a whole number, 0 before it is first counted.
+    pub async fn counter(&self, name: &str) -> u64 {
+        self.metric(name).await.map_or(0, |value| value as u64)
+    }
+
     /// `POST path` with a JSON body.
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         self.send(Method::POST, path, Some(body)).await
@@ -229,21 +246,22 @@ impl Api {
 
     /// Waits until `GET /readyz` answers 200.
     pub async fn wait_ready(&self, within: Duration) {
-        wait_for(
-            within,
-            "data-streams to be ready (GET /readyz = 200)",
-            || async {
-                let request = self.http.get(format!("{}/readyz", self.base));
-                let request = match &self.token {
-                    Some(token) => request.bearer_auth(token),
-                    None => request,
-                };
-                match request.send().await {
-                    Ok(response) if response.status() == StatusCode::OK => Some(()),
-                    _ => None,
-                }
-            },
-        )
+        self.wait_for_readyz(StatusCode::OK, within).await;
+    }
+
+    /// Waits until `GET /readyz` answers `want` (a refused connection is not an answer).
+    pub async fn wait_for_readyz(&self, want: StatusCode, within: Duration) {
+        wait_for(within, &format!("GET /readyz = {want}"), || async {
+            let request = self.http.get(format!("{}/readyz", self.base));
+            let request = match &self.token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            };
+            match request.send().await {
+                Ok(response) if response.status() == want => Some(()),
+                _ => None,
+            }
+        })
         .await;
     }
 }

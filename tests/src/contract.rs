@@ -316,10 +316,18 @@ pub fn urls(articles: &[Value]) -> Vec<String> {
 
 /// The `id` of every article.
 pub fn ids(articles: &[Value]) -> Vec<String> {
-    articles
-        .iter()
-        .map(|a| a["id"].as_str().unwrap_or_default().to_owned())
-        .collect()
+    articles.iter().map(id_of).collect()
+}
+
+/// The `id` of a job, batch or article (empty when it has none, which its shape assertion
+/// reports).
+pub fn id_of(value: &Value) -> String {
+    value["id"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The id of the worker a job names as its owner, if any.
+pub fn owner_of(job: &Value) -> Option<String> {
+    job["worker"]["id"].as_str().map(str::to_owned)
 }
 
 /// Asserts no value repeats in `values`.

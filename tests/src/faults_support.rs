@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`ledger`]: a conforming publisher of synthetic batches that records every server ack.
-//! - [`stream`]: reading the whole `NEWS` stream, the durable consumer's progress, metrics.
+//! - [`stream`]: reading the whole `NEWS` stream, the durable consumer's progress.
 //! - [`audit`]: the stream (what was acknowledged) against what data-streams serves.
 //! - [`watch`]: background observers: request timing at the mock, heartbeats, a reader that
 //!   counts partial batches.
@@ -26,7 +26,5 @@ pub use probes::{owner, wait_for_half_batch, wait_for_owner};
 pub use spawn::{
     corrupt_files_under, spawn_data_streams_through, spawn_data_streams_unready, spawn_worker_with,
 };
-pub use stream::{
-    consumer_info, metric, read_stream, wait_until_ingested, StreamRecord, INGEST_WITHIN,
-};
+pub use stream::{consumer_info, read_stream, wait_until_ingested, StreamRecord, INGEST_WITHIN};
 pub use watch::{BatchReader, Exchange, HeartbeatLog, ReaderFigures, TimingProxy};

@@ -1,11 +1,10 @@
 //! Tools of the bad-input and security suites: a scripted NewsAPI that answers whatever a test
 //! tells it to (nulls, missing URLs, wrong types, oversized or key-echoing bodies), raw HTTP
 //! requests that no well-behaved client would send, workers started with flags of the test's
-//! choosing (key, NATS credentials, TLS), the example NATS permissions of `deploy/`, TLS
-//! material made with `openssl`, and a search of every file a test wrote for a secret.
+//! choosing (key, NATS credentials, TLS), the example NATS permissions of `deploy/`, and a
+//! search of every file a test wrote for a secret.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -373,12 +372,9 @@ pub async fn run_to_exit(
         spec = spec.env(*key, *value);
     }
     let mut proc = Proc::spawn(spec).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = proc.try_exit() {
-            return (status.code(), proc.logs());
-        }
-        if std::time::Instant::now() > deadline {
+    match proc.wait_exit(Duration::from_secs(30)).await {
+        Some(status) => (status.code(), proc.logs()),
+        None => {
             proc.kill9();
             panic!(
                 "{} {args:?} did not exit within 30s\n{}",
@@ -386,7 +382,6 @@ pub async fn run_to_exit(
                 proc.log_tails(40)
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -408,135 +403,6 @@ pub fn permissions_config(ds_password: &str, worker_password: &str) -> String {
         ds = serde_json::Value::from(ds_password),
         worker = serde_json::Value::from(worker_password),
     )
-}
-
-/// PEM files of a throw-away CA, a server certificate for `127.0.0.1`/`localhost` signed by
-/// it, and a client certificate signed by it.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// The CA certificate.
-    pub ca: PathBuf,
-    /// The server's certificate.
-    pub server_cert: PathBuf,
-    /// The server's key.
-    pub server_key: PathBuf,
-    /// A client certificate (for mutual TLS).
-    pub client_cert: PathBuf,
-    /// Its key.
-    pub client_key: PathBuf,
-}
-
-/// Makes [`TlsFiles`] under `dir` with `openssl`; `None` when `openssl` cannot be run.
-pub fn tls_files(dir: &Path) -> Option<TlsFiles> {
-    let openssl = |args: &[&str]| -> bool {
-        match Command::new("openssl").args(args).current_dir(dir).output() {
-            Ok(out) if out.status.success() => true,
-            Ok(out) => panic!(
-                "openssl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(_) => false,
-        }
-    };
-    if !openssl(&["version"]) {
-        return None;
-    }
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap_or_else(|e| panic!("writing server.ext: {e}"));
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
-        .unwrap_or_else(|e| panic!("writing client.ext: {e}"));
-    let steps: [&[&str]; 7] = [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=newsflow test CA",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "client.key",
-            "-out",
-            "client.csr",
-            "-subj",
-            "/CN=newsflow-client",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-        ],
-        &["x509", "-in", "server.pem", "-noout"],
-        &["x509", "-in", "client.pem", "-noout"],
-    ];
-    for step in steps {
-        if !openssl(step) {
-            return None;
-        }
-    }
-    Some(TlsFiles {
-        ca: dir.join("ca.pem"),
-        server_cert: dir.join("server.pem"),
-        server_key: dir.join("server.key"),
-        client_cert: dir.join("client.pem"),
-        client_key: dir.join("client.key"),
-    })
 }
 
 /// Every file under `dir` (recursively) whose bytes contain `needle`, except those `skip`
@@ -567,16 +433,6 @@ pub fn files_containing(dir: &Path, needle: &[u8], skip: &dyn Fn(&Path) -> bool)
 /// Whether `haystack` contains `needle`.
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// The value of an unlabelled Prometheus sample `name` in `/metrics` text.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.trim().parse().ok()).flatten()
-        })
 }
 
 /// Every message the `NEWS` stream holds, as `subject headers payload` lines, read over

@@ -23,8 +23,9 @@
 //! - [`api`]: `Api`, the data-streams HTTP client with typed helpers and cursor paging.
 //! - [`mock`]: `MockClient`, direct NewsAPI requests to the mock and its control API.
 //! - [`bus`]: `Bus`, the test's own NATS connection: publish to the stream, heartbeats, reads.
-//! - [`poll`]: `wait_for` and `hold_for`, deadlines instead of sleeps.
+//! - [`poll`]: `wait_for`, `poll_until` and `hold_for`, deadlines instead of sleeps.
 //! - [`contract`]: assertions of the contract's JSON shapes.
+//! - [`tls`]: a throw-away CA, server and client certificates, made in-process.
 
 pub mod api;
 pub mod bins;
@@ -38,12 +39,13 @@ pub mod poll;
 pub mod process;
 pub mod scratch;
 pub mod system;
+pub mod tls;
 
 pub use api::Api;
 pub use bus::{Bus, Heartbeats};
 pub use mock::MockClient;
 pub use nats_server::NatsServer;
-pub use poll::{hold_for, wait_for};
+pub use poll::{hold_for, poll_until, wait_for};
 pub use process::{Proc, Spec};
 pub use scratch::Scratch;
 pub use system::{System, SystemBuilder};

@@ -1,5 +1,6 @@
 //! Waiting on conditions with deadlines instead of sleeping: `wait_for` polls until a probe
-//! yields a value, `hold_for` checks that a condition keeps holding for a while.
+//! yields a value (`poll_until` when the caller words its own failure), `hold_for` checks that
+//! a condition keeps holding for a while.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -9,7 +10,20 @@ pub const POLL_EVERY: Duration = Duration::from_millis(100);
 
 /// Runs `probe` every [`POLL_EVERY`] until it returns `Some`, and returns that value.
 /// Panics with `what` when `within` passes first.
-pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
+pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match poll_until(within, probe).await {
+        Some(value) => value,
+        None => panic!("timed out after {within:?} waiting for {what}"),
+    }
+}
+
+/// Runs `probe` every [`POLL_EVERY`] until it returns `Some`, and returns that value; `None`
+/// once `within` passed. For a caller whose failure message must say what it saw meanwhile.
+pub async fn poll_until<T, F, Fut>(within: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -17,10 +31,10 @@ where
     let deadline = Instant::now() + within;
     loop {
         if let Some(value) = probe().await {
-            return value;
+            return Some(value);
         }
         if Instant::now() > deadline {
-            panic!("timed out after {within:?} waiting for {what}");
+            return None;
         }
         tokio::time::sleep(POLL_EVERY).await;
     }

@@ -189,18 +189,29 @@ impl Proc {
             return status;
         }
         self.signal("TERM");
-        let deadline = Instant::now() + EXIT_WITHIN;
-        loop {
-            if let Some(status) = self.try_exit() {
-                return status;
-            }
-            if Instant::now() > deadline {
+        match self.wait_exit(EXIT_WITHIN).await {
+            Some(status) => status,
+            None => {
                 self.kill9();
                 panic!(
                     "{} did not exit within {EXIT_WITHIN:?} of SIGTERM\n{}",
                     self.name,
                     self.log_tails(60)
                 );
+            }
+        }
+    }
+
+    /// Waits up to `within` for it to exit on its own; returns its exit status, `None` when it
+    /// is still running (left running: the caller decides what that means).
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.try_exit() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

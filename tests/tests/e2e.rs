@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use newsflow_tests::contract::{
     assert_article, assert_articles_page, assert_batch, assert_batch_id, assert_error_shape,
-    assert_job, assert_keys, assert_time, assert_unique, ids, parse_time, urls, ARTICLE_FIELDS,
-    MARKER_FIELDS,
+    assert_job, assert_keys, assert_time, assert_unique, id_of, ids, owner_of, parse_time, urls,
+    ARTICLE_FIELDS, MARKER_FIELDS,
 };
 use newsflow_tests::{hold_for, wait_for, Api, StatusCode, System};
 use serde_json::{json, Value};
@@ -16,10 +16,6 @@ use time::OffsetDateTime;
 
 /// How long a batch may take to be fetched, published, consumed and promoted.
 const BATCH_WITHIN: Duration = Duration::from_secs(30);
-
-fn worker_id_of(job: &Value) -> Option<&str> {
-    job["worker"]["id"].as_str()
-}
 
 fn started_at(batch: &Value) -> OffsetDateTime {
     assert_time(&batch["started_at"], "Batch.started_at")
@@ -125,7 +121,7 @@ async fn a_created_job_runs_on_a_worker_and_serves_the_mocks_articles_as_a_compl
     assert_eq!(job["max_pages"], 1);
     assert_eq!(job["page_size"], 100);
     assert_eq!(job["state"], "running");
-    assert_eq!(worker_id_of(&job), Some("worker-1"), "{job}");
+    assert_eq!(owner_of(&job).as_deref(), Some("worker-1"), "{job}");
     assert!(job["last_error"].is_null(), "{job}");
 
     let page = api.wait_for_latest("bitcoin", None, BATCH_WITHIN).await;
@@ -190,7 +186,7 @@ async fn a_job_created_with_no_worker_is_stored_unowned_and_runs_once_a_worker_s
 
     wait_for(BATCH_WITHIN, "the new worker to own the job", || async {
         let job = api.job("lonely").await;
-        (worker_id_of(&job) == Some(worker.as_str())).then_some(())
+        (owner_of(&job).as_deref() == Some(worker.as_str())).then_some(())
     })
     .await;
     let page = api.wait_for_latest("lonely", None, BATCH_WITHIN).await;
@@ -212,7 +208,7 @@ async fn a_multi_page_job_stores_every_page_exactly_once_in_one_batch() {
     let page = api.wait_for_latest("pages", None, BATCH_WITHIN).await;
 
     assert_articles_page(&page, "pages");
-    let batch_id = page["batch"]["id"].as_str().unwrap_or_default().to_owned();
+    let batch_id = id_of(&page["batch"]);
     assert_eq!(page["batch"]["article_count"], 60, "{}", page["batch"]);
     let paged = api.batch_articles("pages", &batch_id, 7).await;
     assert_eq!(paged.len(), 60);
@@ -287,7 +283,7 @@ async fn jobs_are_listed_and_read_one_by_one() {
         .iter()
         .map(|job| {
             assert_job(job);
-            job["id"].as_str().unwrap_or_default().to_owned()
+            id_of(job)
         })
         .collect();
     let want: BTreeSet<String> = created.keys().map(|id| (*id).to_owned()).collect();
@@ -297,7 +293,7 @@ async fn jobs_are_listed_and_read_one_by_one() {
         assert_job(&job);
         assert_eq!(job["id"], *id);
         assert_eq!(job["state"], "running");
-        assert_eq!(worker_id_of(&job), Some("worker-1"), "{job}");
+        assert_eq!(owner_of(&job).as_deref(), Some("worker-1"), "{job}");
         assert!(!job["latest_batch"].is_null(), "{job}");
         let listed = jobs.iter().find(|j| j["id"] == *id).expect("listed");
         assert_eq!(listed["params"], job["params"]);
@@ -325,7 +321,7 @@ async fn batches_are_listed_newest_first_with_their_statuses() {
         .iter()
         .map(|batch| {
             assert_batch(batch);
-            batch["id"].as_str().unwrap_or_default().to_owned()
+            id_of(batch)
         })
         .collect();
     let mut newest_first = listed_ids.clone();
@@ -532,7 +528,7 @@ async fn a_slow_multi_page_batch_is_never_visible_half_done() {
             seen_empty = true;
         } else {
             let batch = &page["batch"];
-            let id = batch["id"].as_str().unwrap_or_default().to_owned();
+            let id = id_of(batch);
             assert_eq!(
                 batch["status"], "complete",
                 "a partial batch is served: {batch}"
@@ -603,12 +599,7 @@ async fn a_stopped_job_is_released_by_its_worker_and_starts_no_new_batch() {
         )
         .await;
     let released_at = newsflow_core::now_utc();
-    let before: BTreeSet<String> = api
-        .batches("halt")
-        .await
-        .iter()
-        .map(|b| b["id"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let before: BTreeSet<String> = api.batches("halt").await.iter().map(id_of).collect();
     hold_for(
         Duration::from_secs(4),
         "no new batch of a stopped job",
@@ -682,7 +673,7 @@ async fn a_stopped_job_runs_again_when_started() {
     )
     .await;
     let job = api.job("again").await;
-    assert_eq!(worker_id_of(&job), Some("worker-1"), "{job}");
+    assert_eq!(owner_of(&job).as_deref(), Some("worker-1"), "{job}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -775,7 +766,7 @@ async fn a_restart_of_data_streams_and_the_worker_keeps_every_batch_and_runs_the
     .await;
     let mut stored_before = BTreeMap::new();
     for batch in &complete_before {
-        let id = batch["id"].as_str().unwrap_or_default().to_owned();
+        let id = id_of(batch);
         let articles = api.batch_articles("durable", &id, 1000).await;
         stored_before.insert(id, ids(&articles));
     }
@@ -833,7 +824,7 @@ async fn a_restart_of_data_streams_and_the_worker_keeps_every_batch_and_runs_the
         "the restarted worker to own the job",
         || async {
             let job = api.job("durable").await;
-            (worker_id_of(&job) == Some("worker-1")).then_some(())
+            (owner_of(&job).as_deref() == Some("worker-1")).then_some(())
         },
     )
     .await;
@@ -852,7 +843,7 @@ async fn the_stream_carries_articles_and_markers_with_the_contracts_ids_and_shap
     )
     .await;
     let page = api.wait_for_latest("streamed", None, BATCH_WITHIN).await;
-    let batch_id = page["batch"]["id"].as_str().unwrap_or_default().to_owned();
+    let batch_id = id_of(&page["batch"]);
 
     let messages = bus.stream_messages("news.").await;
 

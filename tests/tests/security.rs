@@ -10,10 +10,10 @@ use newsflow_tests::bins::Program;
 use newsflow_tests::contract::{assert_article, assert_error, assert_job};
 use newsflow_tests::hostile::{
     contains, files_containing, permissions_config, raw_http, run_to_exit, spawn_data_streams,
-    spawn_program, spawn_worker, stream_text, tls_files, Canned, ScriptedApi, DS_NATS_USER,
-    WORKER_NATS_USER,
+    spawn_program, spawn_worker, stream_text, Canned, ScriptedApi, DS_NATS_USER, WORKER_NATS_USER,
 };
-use newsflow_tests::{wait_for, Api, Proc, StatusCode, System};
+use newsflow_tests::tls::tls_files;
+use newsflow_tests::{poll_until, wait_for, Api, Proc, StatusCode, System};
 use serde_json::{json, Value};
 
 /// How long a batch may take to be fetched, published, consumed and promoted.
@@ -175,18 +175,19 @@ async fn connect_as(url: &str, user: &str, password: &str) -> (async_nats::Clien
 /// Waits for a permissions violation naming `subject`.
 async fn assert_violation(events: &Events, kind: &str, subject: &str) {
     let needle = format!("permissions violation for {kind} to \"{subject}\"").to_lowercase();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let seen = events.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if seen.iter().any(|e| e.to_lowercase().contains(&needle)) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {needle:?} within 5s; the connection's events: {seen:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let seen = || events.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let found = poll_until(Duration::from_secs(5), || async {
+        seen()
+            .iter()
+            .any(|e| e.to_lowercase().contains(&needle))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        found.is_some(),
+        "no {needle:?} within 5s; the connection's events: {:#?}",
+        seen()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,10 +402,7 @@ async fn token_authenticated_nats_runs_a_batch_and_a_wrong_token_is_retried_with
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_ca_runs_a_batch_and_a_client_without_the_ca_is_refused() {
     let probe = newsflow_tests::Scratch::new("tls-files");
-    let Some(tls) = tls_files(probe.path()) else {
-        eprintln!("openssl is not available: TLS test skipped");
-        return;
-    };
+    let tls = tls_files(probe.path());
     let config = format!(
         "tls {{ cert_file: {}, key_file: {} }}",
         json!(tls.server_cert.display().to_string()),
@@ -459,10 +457,7 @@ async fn tls_with_a_private_ca_runs_a_batch_and_a_client_without_the_ca_is_refus
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_runs_a_batch_with_client_certificates() {
     let probe = newsflow_tests::Scratch::new("mtls-files");
-    let Some(tls) = tls_files(probe.path()) else {
-        eprintln!("openssl is not available: mutual TLS test skipped");
-        return;
-    };
+    let tls = tls_files(probe.path());
     let path = |p: &std::path::Path| p.display().to_string();
     let config = format!(
         "tls {{ cert_file: {}, key_file: {}, ca_file: {}, verify: true }}",

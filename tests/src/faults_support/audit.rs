@@ -12,6 +12,7 @@ use super::ledger::{BatchKey, Ledger};
 use super::stream::read_stream;
 use crate::api::Api;
 use crate::bus::Bus;
+use crate::contract::id_of;
 
 /// What the audit found. Each list holds one line per problem.
 #[derive(Debug, Default, Clone)]
@@ -141,7 +142,7 @@ pub async fn audit(api: &Api, bus: &Bus, ledger: Option<&Ledger>) -> Audit {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|b| (b["id"].as_str().unwrap_or_default().to_owned(), b.clone()))
+                    .map(|b| (id_of(b), b.clone()))
                     .collect()
             } else {
                 BTreeMap::new()
@@ -185,7 +186,7 @@ async fn check_batch(
             let served = api.batch_articles(job, batch, 1000).await;
             let mut unique = BTreeSet::new();
             for article in &served {
-                let id = article["id"].as_str().unwrap_or_default().to_owned();
+                let id = id_of(article);
                 if article["batch_id"] != batch {
                     report
                         .phantom

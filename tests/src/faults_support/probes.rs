@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use crate::api::Api;
+use crate::contract::{id_of, owner_of};
 use crate::poll::wait_for;
 
 /// The id of the worker that owns `job`, if any.
 pub async fn owner(api: &Api, job: &str) -> Option<String> {
-    api.job(job).await["worker"]["id"]
-        .as_str()
-        .map(str::to_owned)
+    owner_of(&api.job(job).await)
 }
 
 /// Waits until `worker` owns `job`.
@@ -29,8 +28,7 @@ pub async fn wait_for_half_batch(api: &Api, job: &str, at_most: u64, within: Dur
         || async {
             api.batches(job).await.into_iter().find_map(|b| {
                 let count = b["article_count"].as_u64().unwrap_or(0);
-                (b["status"] == "in_progress" && (1..=at_most).contains(&count))
-                    .then(|| b["id"].as_str().unwrap_or_default().to_owned())
+                (b["status"] == "in_progress" && (1..=at_most).contains(&count)).then(|| id_of(&b))
             })
         },
     )

@@ -1,6 +1,6 @@
 //! The `NEWS` stream as the server holds it, read through an ephemeral consumer; the durable
 //! consumer's progress read with raw JetStream API requests (their JSON is the same on every
-//! server version); and counters from `/metrics`.
+//! server version).
 
 use std::time::Duration;
 
@@ -11,7 +11,6 @@ use newsflow_nats::subjects;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::api::Api;
 use crate::bus::Bus;
 use crate::poll::wait_for;
 
@@ -132,16 +131,4 @@ pub async fn read_stream(bus: &Bus) -> Vec<StreamRecord> {
         }
     }
     records
-}
-
-/// A counter or gauge from `GET /metrics` (0 when absent).
-pub async fn metric(api: &Api, name: &str) -> u64 {
-    let (status, text) = api.get_text("/metrics").await;
-    assert!(status.is_success(), "GET /metrics: {status}");
-    text.lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == name).then(|| value.trim().parse::<f64>().ok())?
-        })
-        .map_or(0, |value| value as u64)
 }
