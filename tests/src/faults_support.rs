@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod partition;
 pub mod probes;
 pub mod spawn;
+pub mod storm;
 pub mod stream;
 pub mod watch;
 
@@ -26,5 +27,6 @@ pub use probes::{owner, wait_for_half_batch, wait_for_owner};
 pub use spawn::{
     corrupt_files_under, spawn_data_streams_through, spawn_data_streams_unready, spawn_worker_with,
 };
+pub use storm::{Storm, StormFigures};
 pub use stream::{consumer_info, read_stream, wait_until_ingested, StreamRecord, INGEST_WITHIN};
 pub use watch::{BatchReader, Exchange, HeartbeatLog, ReaderFigures, TimingProxy};

@@ -1,13 +1,15 @@
 //! The soak: kill cycles repeated `SOAK_CYCLES` times (default 20) while workers run jobs, a
 //! publisher of the test's own feeds the stream and readers poll the latest batches; then the
-//! whole stream is audited against what data-streams serves. `just soak` runs it:
+//! whole stream is audited against what data-streams serves. A storm of concurrent creates,
+//! start/stop and reads runs the whole time; every request it sends must be answered (or
+//! refused while data-streams is down), never left hanging. `just soak` runs it:
 //! `SOAK_CYCLES=5 cargo test -p newsflow-tests --test soak -- --ignored --nocapture`.
 
 use std::time::{Duration, Instant};
 
 use newsflow_tests::faults_support::{
     audit, consumer_info, owner, spawn_publisher, wait_for_half_batch, wait_until_ingested,
-    BatchReader,
+    BatchReader, Storm,
 };
 use newsflow_tests::Bus;
 use newsflow_tests::{wait_for, Api, StatusCode, System};
@@ -70,7 +72,12 @@ async fn kill_cycles_lose_and_duplicate_nothing_and_readers_never_see_a_partial_
         let (status, body) = api.post_empty(&format!("/jobs/{job}/stop")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
+    api.create_job_ok(
+        &json!({"id":"storm-toggle","params":{"q":"toggle"},"interval_secs":86400,"page_size":1}),
+    )
+    .await;
     let readers = BatchReader::start(api.base(), &["soak-a", "soak-b", "own-a", "own-b"]);
+    let storm = Storm::start(api.base(), "storm-toggle");
     let publisher = spawn_publisher(
         &system.bus().await,
         &OWN_JOBS,
@@ -108,6 +115,7 @@ async fn kill_cycles_lose_and_duplicate_nothing_and_readers_never_see_a_partial_
         system.start_data_streams().await;
         api = system.api();
         readers.follow(api.base());
+        storm.follow(api.base());
 
         // The broker stopped and started on the same store.
         system.nats().stop().await;
@@ -121,14 +129,16 @@ async fn kill_cycles_lose_and_duplicate_nothing_and_readers_never_see_a_partial_
         }
         let figures = readers.figures();
         eprintln!(
-            "soak cycle {cycle}/{cycles}: killed {victim} during {half}; {} articles acknowledged to the publisher ({:?} failed attempts); readers {figures:?}; {:?} in",
+            "soak cycle {cycle}/{cycles}: killed {victim} during {half}; {} articles acknowledged to the publisher ({:?} failed attempts); readers {figures:?}; storm {:?}; {:?} in",
             publisher.ledger.acked_articles(),
             publisher.ledger.failures(),
+            storm.figures(),
             started.elapsed()
         );
     }
 
     let ledger = publisher.stop().await;
+    let storm = storm.stop().await;
     for job in WORKER_JOBS {
         let (status, body) = api.post_empty(&format!("/jobs/{job}/stop")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
@@ -167,7 +177,13 @@ async fn kill_cycles_lose_and_duplicate_nothing_and_readers_never_see_a_partial_
         "soak: partial batches seen by readers: {partial} ({} pages read, {} partial, {} mixed, {} went back, {} while data-streams was down)",
         figures.reads, figures.partial, figures.mixed, figures.regressions, figures.unavailable
     );
+    println!(
+        "soak: storm requests: {} sent, {} answered, {} refused while data-streams was down, {} unanswered",
+        storm.sent, storm.answered, storm.refused, storm.unanswered
+    );
     report.assert_exactly_once();
+    assert_eq!(storm.unanswered, 0, "storm requests left unanswered: {storm:?}");
+    assert!(storm.answered > storm.sent / 2, "the storm was mostly refused: {storm:?}");
     assert_eq!(
         (figures.partial, figures.mixed, figures.regressions),
         (0, 0, 0),
