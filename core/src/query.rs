@@ -12,8 +12,9 @@ use crate::ValidationError;
 
 /// Which NewsAPI v2 endpoint a job queries.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Endpoint {
     /// `/v2/everything`: search across all articles.
