@@ -32,7 +32,10 @@ impl Secret {
         while let Some(found) = text[done..].find(secret) {
             let start = done + found;
             let end = start + secret.len();
-            let alone = text[..start].chars().next_back().is_none_or(|c| !is_token_char(c))
+            let alone = text[..start]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !is_token_char(c))
                 && text[end..].chars().next().is_none_or(|c| !is_token_char(c));
             if alone {
                 out.push_str(&text[done..start]);

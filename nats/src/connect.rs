@@ -14,6 +14,7 @@ use newsflow_core::retry::Backoff;
 use newsflow_core::Secret;
 use newsflow_runtime::retry::{retry, Failure, RetryPolicy};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// NATS connection flags, following the usual NATS client conventions. Secret values are
 /// hidden from `--help` and from `Debug`.
@@ -245,8 +246,7 @@ pub async fn connect_with_retry(
         Duration::from_millis(200),
         Duration::from_secs(5),
     ));
-    let what = format!("cannot reach NATS at {}", config.redacted_url());
-    let connected = retry(&policy, cancel, &what, || {
+    let connected = retry(&policy, cancel, "cannot reach NATS", || {
         let options = config.options(name);
         async move {
             options
@@ -255,6 +255,7 @@ pub async fn connect_with_retry(
                 .map_err(Failure::Transient)
         }
     })
+    .instrument(tracing::warn_span!("nats", url = %config.redacted_url()))
     .await;
     Ok(connected.ok())
 }
@@ -277,7 +278,11 @@ mod tests {
             .collect();
         assert_eq!(
             hosts,
-            ["nats://127.0.0.1:1", "nats://127.0.0.1:4222", "tls://h:7422"]
+            [
+                "nats://127.0.0.1:1",
+                "nats://127.0.0.1:4222",
+                "tls://h:7422"
+            ]
         );
     }
 
@@ -310,7 +315,10 @@ mod tests {
         let mut args = NatsArgs::for_url("nats://h");
         args.creds = Some(PathBuf::from("/does/not/exist.creds"));
         let error = config(args.clone()).expect_err("refused");
-        assert!(error.contains("--nats-creds") && error.contains("/does/not/exist.creds"), "{error}");
+        assert!(
+            error.contains("--nats-creds") && error.contains("/does/not/exist.creds"),
+            "{error}"
+        );
 
         let dir = std::env::temp_dir().join(format!("newsflow-creds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -327,7 +335,10 @@ mod tests {
         let mut args = NatsArgs::for_url("nats://h");
         args.tls_ca = Some(PathBuf::from("/does/not/ca.pem"));
         let error = config(args).expect_err("refused");
-        assert!(error.contains("--nats-tls-ca") && error.contains("/does/not/ca.pem"), "{error}");
+        assert!(
+            error.contains("--nats-tls-ca") && error.contains("/does/not/ca.pem"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -350,7 +361,10 @@ mod tests {
         args.password = Some(Secret::new("pw-distinctive"));
         args.token = Some(Secret::new("tok-distinctive"));
         let shown = format!("{args:?}");
-        assert!(!shown.contains("pw-distinctive") && !shown.contains("tok-"), "{shown}");
+        assert!(
+            !shown.contains("pw-distinctive") && !shown.contains("tok-"),
+            "{shown}"
+        );
         let shown = format!("{:?}", NatsConfig::try_from(args).expect("valid"));
         assert!(!shown.contains("distinctive"), "{shown}");
     }

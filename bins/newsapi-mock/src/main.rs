@@ -66,6 +66,8 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<()> {
+    // Before the listening line: a test may send SIGTERM as soon as it reads it.
+    let shutdown = shutdown_on_signals();
     let listener = tokio::net::TcpListener::bind(&cli.addr)
         .await
         .with_context(|| format!("binding {}", cli.addr))?;
@@ -81,6 +83,5 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         seed: cli.seed,
         rotate_every: (cli.rotate_secs > 0).then(|| Duration::from_secs(cli.rotate_secs)),
     };
-    let shutdown = shutdown_on_signals();
     newsapi_mock::run(config, listener, shutdown.cancelled_owned()).await
 }

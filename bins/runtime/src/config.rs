@@ -70,8 +70,14 @@ mod tests {
     fn a_refused_value_is_one_line_naming_the_flag() {
         let error = Flags::try_parse_from(["p", "--interval-ms", "3"]).expect_err("refused");
         let reason = clap_reason(&error);
-        assert!(reason.starts_with("invalid value '3' for '--interval-ms"), "{reason}");
-        assert!(!reason.contains('\n') && !reason.contains("Usage"), "{reason}");
+        assert!(
+            reason.starts_with("invalid value '3' for '--interval-ms"),
+            "{reason}"
+        );
+        assert!(
+            !reason.contains('\n') && !reason.contains("Usage"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -84,10 +90,13 @@ mod tests {
 
     #[test]
     fn an_unknown_flag_is_one_line_without_the_tip() {
-        let error =
-            Flags::try_parse_from(["p", "--interval-ms", "20", "--nmae", "x"]).expect_err("refused");
+        let error = Flags::try_parse_from(["p", "--interval-ms", "20", "--nmae", "x"])
+            .expect_err("refused");
         let reason = clap_reason(&error);
         assert!(reason.contains("--nmae"), "{reason}");
-        assert!(!reason.contains("tip") && !reason.contains('\n'), "{reason}");
+        assert!(
+            !reason.contains("tip") && !reason.contains('\n'),
+            "{reason}"
+        );
     }
 }

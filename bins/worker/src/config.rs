@@ -265,7 +265,10 @@ mod tests {
         assert_eq!(config.worker_id.as_str(), "w1");
         assert_eq!(config.fetch.retries, 0);
         assert_eq!(config.stream.replicas, 3);
-        assert_eq!(config.newsapi_key.as_ref().map(Secret::expose), Some("k-for-tests"));
+        assert_eq!(
+            config.newsapi_key.as_ref().map(Secret::expose),
+            Some("k-for-tests")
+        );
     }
 
     #[test]
@@ -316,7 +319,10 @@ mod tests {
             (&["--newsapi-key", "line\nbreak-distinctive"][..], "header"),
             (&["--nats-url", "nats://127.0.0.1:99999"][..], "--nats-url"),
             (&["--nats-url", "nats://a:1,nats://b:x"][..], "nats://b:x"),
-            (&["--nats-creds", "/does/not/exist.creds"][..], "--nats-creds"),
+            (
+                &["--nats-creds", "/does/not/exist.creds"][..],
+                "--nats-creds",
+            ),
         ] {
             let error = config(args).expect_err("refused");
             assert!(error.contains(needle), "{args:?}: {error}");

@@ -178,7 +178,11 @@ async fn provision_stream(
         &policy,
         shutdown,
         "could not provision the NEWS stream",
-        || async { ensure_stream(js, settings).await.map_err(Failure::Transient) },
+        || async {
+            ensure_stream(js, settings)
+                .await
+                .map_err(Failure::Transient)
+        },
     )
     .await;
     provisioned.is_ok()

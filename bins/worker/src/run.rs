@@ -15,9 +15,9 @@ use newsflow_core::{
 };
 use newsflow_nats::async_nats::jetstream;
 use newsflow_nats::publish::{publish_all, publish_one, Outgoing, PublishError};
-use newsflow_runtime::retry::RetryPolicy;
 use newsflow_nats::subjects;
 use newsflow_nats::wire::WorkerId;
+use newsflow_runtime::retry::RetryPolicy;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -50,9 +50,12 @@ impl Flaky {
 #[tokio::test(start_paused = true)]
 async fn waits_follow_the_backoff_doubling_up_to_its_cap() {
     let flaky = Flaky::new(5);
-    let result = retry(&policy(100, 1000), &CancellationToken::new(), "flaky", || {
-        flaky.call()
-    })
+    let result = retry(
+        &policy(100, 1000),
+        &CancellationToken::new(),
+        "flaky",
+        || flaky.call(),
+    )
     .await;
     assert_eq!(result.ok(), Some("ok"));
     assert_eq!(flaky.gaps_ms(), vec![100, 200, 400, 800, 1000]);
@@ -62,9 +65,12 @@ async fn waits_follow_the_backoff_doubling_up_to_its_cap() {
 async fn an_operation_that_succeeds_at_once_is_called_once_and_never_waits() {
     let flaky = Flaky::new(0);
     let started = Instant::now();
-    let result = retry(&policy(100, 1000), &CancellationToken::new(), "flaky", || {
-        flaky.call()
-    })
+    let result = retry(
+        &policy(100, 1000),
+        &CancellationToken::new(),
+        "flaky",
+        || flaky.call(),
+    )
     .await;
     assert_eq!(result.ok(), Some("ok"));
     assert_eq!(flaky.calls.get(), 1);
@@ -134,13 +140,10 @@ async fn cancelling_during_a_wait_ends_the_retry_at_once() {
     let cancel = CancellationToken::new();
     let policy = policy(10_000, 10_000);
     let started = Instant::now();
-    let (result, ()) = tokio::join!(
-        retry(&policy, &cancel, "flaky", || flaky.call()),
-        async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            cancel.cancel();
-        }
-    );
+    let (result, ()) = tokio::join!(retry(&policy, &cancel, "flaky", || flaky.call()), async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cancel.cancel();
+    });
     assert!(matches!(result, Err(RetryError::Cancelled)), "{result:?}");
     assert_eq!(started.elapsed(), Duration::from_secs(1));
     assert_eq!(flaky.calls.get(), 1);
@@ -215,7 +218,8 @@ async fn an_asked_wait_is_honoured_up_to_the_cap_only_when_the_policy_says_so() 
 #[tokio::test(start_paused = true)]
 async fn without_a_token_only_giving_up_ends_a_retry_without_a_result() {
     let flaky = Flaky::new(10);
-    let result = retry_until_dropped(&policy(100, 1000).attempts(2), "flaky", || flaky.call()).await;
+    let result =
+        retry_until_dropped(&policy(100, 1000).attempts(2), "flaky", || flaky.call()).await;
     let gave_up = result.expect_err("gives up");
     assert_eq!((gave_up.attempts, gave_up.error.as_str()), (2, "failure 2"));
     assert_eq!(
