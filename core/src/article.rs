@@ -6,7 +6,8 @@ use time::OffsetDateTime;
 use crate::{ArticleId, BatchId, JobId};
 
 /// Where an article was published.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Source {
     /// NewsAPI's source id, when it has one.
     #[serde(default)]
@@ -18,16 +19,17 @@ pub struct Source {
 
 /// One fetched article, as the HTTP API serves it. NewsAPI returns `null` for many fields;
 /// they stay `null` here rather than being invented.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Article {
     /// First 16 bytes of the SHA-256 of `url`, hex.
-    #[schema(value_type = String, example = "5d41402abc4b2a76b9719d911017c592")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "5d41402abc4b2a76b9719d911017c592"))]
     pub id: ArticleId,
     /// The job that fetched it.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub job_id: JobId,
     /// The batch (run) that fetched it.
-    #[schema(value_type = String)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub batch_id: BatchId,
     /// The publisher.
     pub source: Source,
@@ -43,13 +45,13 @@ pub struct Article {
     pub url_to_image: Option<String>,
     /// When it was published (RFC 3339 UTC).
     #[serde(with = "crate::rfc3339::option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub published_at: Option<OffsetDateTime>,
     /// The first characters of the text, as NewsAPI truncates it.
     pub content: Option<String>,
     /// When the worker fetched it (RFC 3339 UTC).
     #[serde(with = "crate::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub fetched_at: OffsetDateTime,
 }
 

@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 use crate::{BatchId, JobId};
 
 /// A failure, as carried by a `failed` marker and shown as a job's `last_error`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorInfo {
     /// Stable snake_case code (`rate_limited`, `api_key_invalid`, `upstream_error`...).
     pub code: String,
@@ -59,7 +60,8 @@ pub struct BatchMarker {
 }
 
 /// A batch's status as the HTTP API shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BatchStatus {
     /// Articles are arriving; no marker yet.

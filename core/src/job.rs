@@ -145,7 +145,8 @@ fn out_of_range(field: &str, value: impl std::fmt::Display, min: u64, max: u64) 
 }
 
 /// The desired state of a job, owned by data-streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// A worker should be fetching it on its interval.

@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::ValidationError;
 
 /// Which NewsAPI v2 endpoint a job queries.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Endpoint {
     /// `/v2/everything`: search across all articles.

@@ -1,14 +1,13 @@
 //! JetStream publishing that awaits every ack and retries with the same `Nats-Msg-Id`, so a
 //! retry after a lost ack is dropped by the server's duplicate window instead of stored twice.
 
-use std::time::Duration;
-
 use std::future::IntoFuture;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage as Publish, publish::PublishAck};
 use bytes::Bytes;
 use newsflow_core::retry::Backoff;
-use tokio::time::Instant;
+use newsflow_runtime::retry::{retry, Failure, RetryError, RetryPolicy};
 use tokio_util::sync::CancellationToken;
 
 /// One message to publish.
@@ -36,28 +35,21 @@ impl Outgoing {
     }
 }
 
-/// How long and how patiently to retry.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Wait between attempts.
-    pub backoff: Backoff,
-    /// Give up on a message after this long (keep it well inside the duplicate window).
-    pub deadline: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
-            deadline: Duration::from_secs(120),
-        }
-    }
+/// How publishes are retried: 100 ms doubling to 2 s between attempts, giving up on a
+/// message after 120 s, well inside the `NEWS` stream's 300 s duplicate window so that a
+/// retry after a lost ack is always recognised as a duplicate.
+pub fn default_policy() -> RetryPolicy {
+    RetryPolicy::new(Backoff::new(
+        Duration::from_millis(100),
+        Duration::from_secs(2),
+    ))
+    .give_up_after(Duration::from_secs(120))
 }
 
 /// Publishing gave up.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// Retried until the deadline.
+    /// Retried until the policy's limit.
     #[error("publishing {msg_id} failed for {elapsed:?}: {last}")]
     GaveUp {
         /// The message id.
@@ -137,37 +129,21 @@ pub async fn publish_one(
     policy: &RetryPolicy,
     cancel: &CancellationToken,
 ) -> Result<PublishAck, PublishError> {
-    let started = Instant::now();
-    let mut attempt = 0u32;
-    loop {
-        let result = async {
-            let ack = js
-                .send_publish(message.subject.clone(), message.to_publish())
-                .await
-                .map_err(|e| e.to_string())?;
-            ack.await.map_err(|e| e.to_string())
-        };
-        let last = tokio::select! {
-            () = cancel.cancelled() => return Err(PublishError::Cancelled),
-            result = result => match result {
-                Ok(ack) => return Ok(ack),
-                Err(error) => error,
-            },
-        };
-        let elapsed = started.elapsed();
-        if elapsed >= policy.deadline {
-            return Err(PublishError::GaveUp {
-                msg_id: message.msg_id.clone(),
-                elapsed,
-                last,
-            });
-        }
-        let wait = policy.backoff.delay(attempt, rand::random::<f64>());
-        tracing::warn!(msg_id = %message.msg_id, error = %last, attempt = attempt + 1, "publish not acknowledged; retrying with the same message id");
-        tokio::select! {
-            () = cancel.cancelled() => return Err(PublishError::Cancelled),
-            () = tokio::time::sleep(wait) => {}
-        }
-        attempt = attempt.saturating_add(1);
-    }
+    let what = format!("publish of {} not acknowledged", message.msg_id);
+    retry(policy, cancel, &what, || async move {
+        let ack = js
+            .send_publish(message.subject.clone(), message.to_publish())
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        ack.await.map_err(|e| Failure::Transient(e.to_string()))
+    })
+    .await
+    .map_err(|error| match error {
+        RetryError::Cancelled => PublishError::Cancelled,
+        RetryError::GaveUp(gave_up) => PublishError::GaveUp {
+            msg_id: message.msg_id.clone(),
+            elapsed: gave_up.elapsed,
+            last: gave_up.error,
+        },
+    })
 }

@@ -60,7 +60,9 @@ fn config(settings: &StreamSettings) -> stream::Config {
 }
 
 /// Creates the stream, or brings an existing one's settings in line. Safe to call from every
-/// process at start-up, at the same time.
+/// process at start-up, at the same time: the server accepts a create identical to an
+/// existing stream. One attempt: callers retry it (JetStream may still be starting) with
+/// `newsflow_runtime::retry`.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     settings: &StreamSettings,
@@ -70,34 +72,21 @@ pub async fn ensure_stream(
         what: "the NEWS stream",
         source,
     };
-    let mut last_error = None;
-    for _ in 0..5 {
-        match js.get_or_create_stream(wanted.clone()).await {
-            Ok(mut existing) => {
-                let info = existing.info().await.map_err(|e| err(e.into()))?;
-                let current = &info.config;
-                if current.max_age != wanted.max_age
-                    || current.duplicate_window != wanted.duplicate_window
-                    || current.num_replicas != wanted.num_replicas
-                    || current.subjects != wanted.subjects
-                {
-                    tracing::info!("updating the NEWS stream's settings");
-                    js.update_stream(wanted.clone())
-                        .await
-                        .map_err(|e| err(e.into()))?;
-                }
-                return Ok(existing);
-            }
-            Err(error) => {
-                // Another process may have created it between our look-up and create.
-                last_error = Some(error);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+    let mut existing = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|e| err(e.into()))?;
+    let info = existing.info().await.map_err(|e| err(e.into()))?;
+    let current = &info.config;
+    if current.max_age != wanted.max_age
+        || current.duplicate_window != wanted.duplicate_window
+        || current.num_replicas != wanted.num_replicas
+        || current.subjects != wanted.subjects
+    {
+        tracing::info!("updating the NEWS stream's settings");
+        js.update_stream(wanted).await.map_err(|e| err(e.into()))?;
     }
-    Err(err(
-        last_error.map_or_else(|| "unknown error".into(), Into::into)
-    ))
+    Ok(existing)
 }
 
 /// Settings of the durable pull consumer of data-streams.

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use newsflow_core::Secret;
-use newsflow_nats::connect::NatsArgs;
-use newsflow_nats::service::LogFormat;
+use newsflow_nats::connect::{NatsArgs, NatsConfig};
 use newsflow_nats::stream::StreamSettings;
+use newsflow_runtime::logging::LogFormat;
 
 use crate::control::ControlSettings;
 
@@ -87,8 +87,8 @@ pub struct HttpLimits {
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// NATS connection.
-    pub nats: NatsArgs,
+    /// NATS connection, checked: every URL parsed, the credentials file read.
+    pub nats: NatsConfig,
     /// The sled directory.
     pub data_dir: PathBuf,
     /// Bearer token, when required.
@@ -141,7 +141,7 @@ impl Config {
             "--max-body-bytes must be at least 1024"
         );
         let config = Self {
-            nats: cli.nats,
+            nats: NatsConfig::try_from(cli.nats)?,
             data_dir: cli.data_dir,
             api_token: cli.api_token,
             control: ControlSettings {

@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use data_streams::{Cli, Config};
-use newsflow_nats::service::{init_logging, shutdown_on_signals};
+use newsflow_runtime::logging::init_logging;
+use newsflow_runtime::signals::shutdown_on_signals;
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -1,11 +1,14 @@
 //! `newsapi-mock`: parses flags, sets up logging and runs the server until SIGINT or SIGTERM.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use newsapi_mock::{Config, FaultSpec};
-use tracing_subscriber::EnvFilter;
+use newsflow_runtime::config::parse_flags;
+use newsflow_runtime::logging::{init_logging, LogFormat};
+use newsflow_runtime::signals::shutdown_on_signals;
 
 /// A NewsAPI v2 compatible mock server with deterministic articles and injectable faults.
 #[derive(Debug, Parser)]
@@ -45,17 +48,26 @@ struct Cli {
     log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli: Cli = match parse_flags("newsapi-mock") {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    init_logging(cli.log_format);
+    match serve(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "newsapi-mock failed");
+            eprintln!("newsapi-mock: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    init_tracing(cli.log_format);
-
+async fn serve(cli: Cli) -> anyhow::Result<()> {
+    // Before the listening line: a test may send SIGTERM as soon as it reads it.
+    let shutdown = shutdown_on_signals();
     let listener = tokio::net::TcpListener::bind(&cli.addr)
         .await
         .with_context(|| format!("binding {}", cli.addr))?;
@@ -71,46 +83,5 @@ async fn main() -> anyhow::Result<()> {
         seed: cli.seed,
         rotate_every: (cli.rotate_secs > 0).then(|| Duration::from_secs(cli.rotate_secs)),
     };
-    newsapi_mock::run(config, listener, shutdown_signal()).await
-}
-
-/// Logs go to stderr so stdout carries only the listening line.
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Completes on SIGINT or, on Unix, SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "listening for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "listening for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
+    newsapi_mock::run(config, listener, shutdown.cancelled_owned()).await
 }

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use newsflow_core::Secret;
-use newsflow_nats::connect::NatsArgs;
-use newsflow_nats::service::LogFormat;
+use newsflow_nats::connect::{NatsArgs, NatsConfig, NatsConfigError};
 use newsflow_nats::stream::StreamSettings;
 use newsflow_nats::wire::WorkerId;
+use newsflow_runtime::logging::LogFormat;
+use reqwest::header::HeaderValue;
 use reqwest::Url;
 
 use crate::fetch::FetchSettings;
@@ -24,8 +25,9 @@ pub struct Cli {
     #[arg(long, env = "NEWSAPI_URL", default_value = "https://newsapi.org")]
     pub newsapi_url: String,
 
-    /// NewsAPI key, sent only as the `X-Api-Key` header and never logged. Without one the worker
-    /// still runs, and NewsAPI answers every fetch with `apiKeyMissing`.
+    /// NewsAPI key (at least 8 characters), sent only as the `X-Api-Key` header and never
+    /// logged. Without one the worker still runs, and NewsAPI answers every fetch with
+    /// `apiKeyMissing`.
     #[arg(long, env = "NEWSAPI_KEY", hide_env_values = true)]
     pub newsapi_key: Option<Secret>,
 
@@ -95,7 +97,7 @@ pub struct Cli {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// How to reach NATS.
-    pub nats: NatsArgs,
+    pub nats: NatsConfig,
     /// Base URL of the NewsAPI-compatible server.
     pub newsapi_url: Url,
     /// The NewsAPI key, if any.
@@ -114,9 +116,26 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
+/// The shortest NewsAPI key accepted. NewsAPI's keys have 32 characters; a shorter value is
+/// a placeholder or a typo, and masking a very short key in logs would mask ordinary words.
+/// The mock's `demo-key` has exactly 8.
+pub const MIN_KEY_CHARS: usize = 8;
+
 /// A flag value that parses but cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The NATS flags can never work.
+    #[error(transparent)]
+    Nats(#[from] NatsConfigError),
+    /// `--newsapi-key` is shorter than [`MIN_KEY_CHARS`].
+    #[error("--newsapi-key (NEWSAPI_KEY) has {chars} character(s); a NewsAPI key has at least {MIN_KEY_CHARS} (unset it to run without one)")]
+    KeyTooShort {
+        /// How many characters it has.
+        chars: usize,
+    },
+    /// `--newsapi-key` cannot be sent as a header value.
+    #[error("--newsapi-key (NEWSAPI_KEY) contains characters an HTTP header cannot carry")]
+    KeyNotSendable,
     /// `--newsapi-url` is not an absolute http(s) URL without credentials.
     #[error("--newsapi-url {url:?} {reason}")]
     NewsApiUrl {
@@ -133,8 +152,8 @@ impl TryFrom<Cli> for Config {
     fn try_from(cli: Cli) -> Result<Self, Self::Error> {
         Ok(Self {
             newsapi_url: parse_newsapi_url(&cli.newsapi_url)?,
-            nats: cli.nats,
-            newsapi_key: cli.newsapi_key,
+            nats: NatsConfig::try_from(cli.nats)?,
+            newsapi_key: cli.newsapi_key.map(check_key).transpose()?,
             worker_id: cli.worker_id.unwrap_or_else(WorkerId::generate),
             heartbeat_every: Duration::from_millis(cli.heartbeat_ms),
             fetch: FetchSettings {
@@ -154,6 +173,17 @@ impl TryFrom<Cli> for Config {
             shutdown_grace: Duration::from_millis(cli.shutdown_grace_ms),
         })
     }
+}
+
+fn check_key(key: Secret) -> Result<Secret, ConfigError> {
+    let chars = key.expose().chars().count();
+    if chars < MIN_KEY_CHARS {
+        return Err(ConfigError::KeyTooShort { chars });
+    }
+    if HeaderValue::from_str(key.expose()).is_err() {
+        return Err(ConfigError::KeyNotSendable);
+    }
+    Ok(key)
 }
 
 fn parse_newsapi_url(raw: &str) -> Result<Url, ConfigError> {
@@ -223,7 +253,7 @@ mod tests {
             "--newsapi-url",
             "http://127.0.0.1:8081",
             "--newsapi-key",
-            "k",
+            "k-for-tests",
             "--worker-id",
             "w1",
             "--fetch-retries",
@@ -235,7 +265,26 @@ mod tests {
         assert_eq!(config.worker_id.as_str(), "w1");
         assert_eq!(config.fetch.retries, 0);
         assert_eq!(config.stream.replicas, 3);
-        assert_eq!(config.newsapi_key.as_ref().map(Secret::expose), Some("k"));
+        assert_eq!(
+            config.newsapi_key.as_ref().map(Secret::expose),
+            Some("k-for-tests")
+        );
+    }
+
+    #[test]
+    fn the_mocks_key_and_a_list_of_nats_urls_are_accepted() {
+        let config = config(&[
+            "--newsapi-key",
+            "demo-key",
+            "--nats-url",
+            "nats://127.0.0.1:1,nats://127.0.0.1:4222",
+        ])
+        .expect("valid");
+        assert_eq!(config.nats.servers().len(), 2);
+        assert_eq!(
+            config.newsapi_key.as_ref().map(Secret::expose),
+            Some("demo-key")
+        );
     }
 
     #[test]
@@ -265,6 +314,15 @@ mod tests {
                 "--max-concurrent-fetches",
             ),
             (&["--log-format", "xml"][..], "--log-format"),
+            (&["--newsapi-key", "k"][..], "at least 8"),
+            (&["--newsapi-key", ""][..], "0 character(s)"),
+            (&["--newsapi-key", "line\nbreak-distinctive"][..], "header"),
+            (&["--nats-url", "nats://127.0.0.1:99999"][..], "--nats-url"),
+            (&["--nats-url", "nats://a:1,nats://b:x"][..], "nats://b:x"),
+            (
+                &["--nats-creds", "/does/not/exist.creds"][..],
+                "--nats-creds",
+            ),
         ] {
             let error = config(args).expect_err("refused");
             assert!(error.contains(needle), "{args:?}: {error}");

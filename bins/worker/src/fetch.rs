@@ -6,6 +6,7 @@ use std::time::Duration;
 use newsflow_core::newsapi::{interpret, FetchError, PageOutcome};
 use newsflow_core::retry::{parse_retry_after, Backoff};
 use newsflow_core::{NewsQuery, Secret};
+use newsflow_runtime::retry::{retry_until_dropped, Failure, RetryPolicy};
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use reqwest::{redirect, Url};
 use tokio::sync::Semaphore;
@@ -52,7 +53,7 @@ pub struct NewsClient {
     key: Option<HeaderValue>,
     key_text: Option<Secret>,
     settings: FetchSettings,
-    backoff: Backoff,
+    retry: RetryPolicy,
 }
 
 impl NewsClient {
@@ -84,44 +85,33 @@ impl NewsClient {
             base: base.as_str().trim_end_matches('/').to_owned(),
             key: header,
             key_text: key,
-            backoff: Backoff::new(settings.retry_base, settings.retry_max),
+            retry: RetryPolicy::new(Backoff::new(settings.retry_base, settings.retry_max))
+                .attempts(settings.retries.saturating_add(1))
+                .honour_asked_waits_up_to(settings.max_retry_after),
             settings,
         })
     }
 
-    /// Fetches one page, retrying retryable failures up to the configured number of times.
-    /// Dropping the future aborts the request or the wait in hand.
+    /// Fetches one page, retrying retryable failures up to the configured number of times
+    /// and honouring the server's `Retry-After` up to its cap. Dropping the future aborts the
+    /// request or the wait in hand.
     pub async fn fetch_page(
         &self,
         query: &NewsQuery,
         page: u32,
         page_size: u32,
     ) -> Result<PageOutcome, FetchError> {
-        let mut retry = 0u32;
-        loop {
-            match self.attempt(query, page, page_size).await {
-                Err(error) if error.is_retryable() && retry < self.settings.retries => {
-                    let wait = self.backoff.delay_honouring(
-                        retry,
-                        rand::random::<f64>(),
-                        error.retry_after(),
-                        self.settings.max_retry_after,
-                    );
-                    tracing::warn!(
-                        code = %error.to_info().code,
-                        %error,
-                        page,
-                        retry = retry + 1,
-                        of = self.settings.retries,
-                        retry_in_ms = millis(wait),
-                        "NewsAPI fetch failed; retrying"
-                    );
-                    tokio::time::sleep(wait).await;
-                    retry += 1;
-                }
-                other => return other,
-            }
-        }
+        retry_until_dropped(&self.retry, "NewsAPI fetch failed", || async move {
+            self.attempt(query, page, page_size)
+                .await
+                .map_err(|error| match error.retry_after() {
+                    _ if !error.is_retryable() => Failure::Permanent(error),
+                    Some(asked) => Failure::TransientAfter(error, asked),
+                    None => Failure::Transient(error),
+                })
+        })
+        .await
+        .map_err(|gave_up| gave_up.error)
     }
 
     async fn attempt(
@@ -177,13 +167,10 @@ impl NewsClient {
     /// Takes the key out of any text a server or the network put in an error, in case a
     /// server echoes it back: errors are logged and published in markers.
     fn scrub(&self, error: FetchError) -> FetchError {
-        let Some(key) = self.key_text.as_ref().map(Secret::expose) else {
+        let Some(key) = &self.key_text else {
             return error;
         };
-        if key.is_empty() {
-            return error;
-        }
-        let clean = |text: String| text.replace(key, "***");
+        let clean = |text: String| key.redact_in(&text);
         match error {
             FetchError::RateLimited {
                 code,
@@ -250,10 +237,6 @@ fn describe(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The worker's way to NewsAPI: the shared client behind the worker-wide key breaker and the

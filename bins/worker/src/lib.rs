@@ -22,9 +22,10 @@ use anyhow::Context as _;
 use newsflow_core::retry::Backoff;
 use newsflow_nats::async_nats::jetstream;
 use newsflow_nats::connect::connect_with_retry;
-use newsflow_nats::publish::RetryPolicy;
+use newsflow_nats::publish;
 use newsflow_nats::stream::{ensure_stream, StreamSettings};
 use newsflow_nats::subjects;
+use newsflow_runtime::retry::{retry, Failure, RetryPolicy};
 use tokio_util::sync::CancellationToken;
 
 mod breaker;
@@ -71,10 +72,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     .context("setting up the NewsAPI client")?;
 
     let name = format!("newsflow-worker {worker_id}");
-    let Some(nats) = connect_with_retry(&config.nats, &name, &shutdown)
-        .await
-        .context("reading the NATS connection settings")?
-    else {
+    let Ok(connected) = connect_with_retry(&config.nats, &name, &shutdown).await;
+    let Some(nats) = connected else {
         tracing::info!("shutdown before NATS was reached; exiting");
         return Ok(());
     };
@@ -109,7 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             breaker::Breaker::default(),
             config.max_concurrent_fetches,
         ),
-        publisher: run::JetStreamPublisher::new(js, RetryPolicy::default()),
+        publisher: run::JetStreamPublisher::new(js, publish::default_policy()),
     });
     let registry = Arc::new(jobs::Registry::new(Arc::new(move |spec, cancel| {
         tokio::spawn(jobs::run_job(Arc::clone(&runner), spec, cancel))
@@ -171,23 +170,20 @@ async fn provision_stream(
     settings: &StreamSettings,
     shutdown: &CancellationToken,
 ) -> bool {
-    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
-    let mut attempt = 0u32;
-    loop {
-        let result = tokio::select! {
-            () = shutdown.cancelled() => return false,
-            result = ensure_stream(js, settings) => result,
-        };
-        let error = match result {
-            Ok(_) => return true,
-            Err(error) => error,
-        };
-        let wait = backoff.delay(attempt, rand::random::<f64>());
-        tracing::warn!(%error, attempt = attempt + 1, retry_in_ms = wait.as_millis() as u64, "could not provision the NEWS stream; retrying");
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep(wait) => {}
-        }
-        attempt = attempt.saturating_add(1);
-    }
+    let policy = RetryPolicy::new(Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+    ));
+    let provisioned = retry(
+        &policy,
+        shutdown,
+        "could not provision the NEWS stream",
+        || async {
+            ensure_stream(js, settings)
+                .await
+                .map_err(Failure::Transient)
+        },
+    )
+    .await;
+    provisioned.is_ok()
 }

@@ -14,9 +14,10 @@ use newsflow_core::{
     now_utc, Article, ArticleMessage, BatchId, BatchMarker, JobSpec, MarkerStatus, NewsQuery,
 };
 use newsflow_nats::async_nats::jetstream;
-use newsflow_nats::publish::{publish_all, publish_one, Outgoing, PublishError, RetryPolicy};
+use newsflow_nats::publish::{publish_all, publish_one, Outgoing, PublishError};
 use newsflow_nats::subjects;
 use newsflow_nats::wire::WorkerId;
+use newsflow_runtime::retry::RetryPolicy;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
