@@ -42,7 +42,11 @@ fn printed(watch: &Proc) -> Vec<String> {
     watch
         .stdout()
         .lines()
-        .map(|line| line.split_once("  ").map_or(line, |(_, rest)| rest).to_owned())
+        .map(|line| {
+            line.split_once("  ")
+                .map_or(line, |(_, rest)| rest)
+                .to_owned()
+        })
         .collect()
 }
 

@@ -16,7 +16,10 @@ pub mod line;
 
 /// `newsflow-watch [subject]`: the NATS flags of the services and what to subscribe to.
 #[derive(Debug, clap::Parser)]
-#[command(version, about = "Prints newsflow's articles and batch markers as they arrive.")]
+#[command(
+    version,
+    about = "Prints newsflow's articles and batch markers as they arrive."
+)]
 pub struct Cli {
     /// How to reach NATS.
     #[command(flatten)]
@@ -63,14 +66,13 @@ pub async fn run(
     mut out: impl Write,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WatchError> {
-    let mut messages =
-        client
-            .subscribe(subject.to_owned())
-            .await
-            .map_err(|source| WatchError::Subscribe {
-                subject: subject.to_owned(),
-                source,
-            })?;
+    let mut messages = client
+        .subscribe(subject.to_owned())
+        .await
+        .map_err(|source| WatchError::Subscribe {
+            subject: subject.to_owned(),
+            source,
+        })?;
     client.flush().await.map_err(|e| WatchError::Confirm {
         subject: subject.to_owned(),
         reason: e.to_string(),

@@ -176,7 +176,8 @@ mod tests {
 
     #[test]
     fn a_complete_marker_shows_the_batch_and_its_article_count() {
-        let payload = serde_json::to_vec(&marker(MarkerStatus::Complete, None)).expect("serializes");
+        let payload =
+            serde_json::to_vec(&marker(MarkerStatus::Complete, None)).expect("serializes");
         let subject = subjects::batch_marker(&job(), batch_id());
 
         assert_eq!(
