@@ -124,3 +124,53 @@ async fn watch_prints_a_line_per_article_and_marker_and_stops_cleanly_on_ctrl_c(
     .await;
     assert!(status.success(), "exited with {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_logs_in_with_the_services_user_and_password_variables() {
+    let scratch = Scratch::new("watch-auth");
+    let nats = NatsServer::with_config(
+        scratch.path(),
+        "authorization { user: watcher, password: s3cret-pass }",
+    )
+    .await;
+    let mut watch = Proc::spawn(
+        Spec::new("watch", binary(Program::Watch), scratch.path())
+            .env("NATS_URL", nats.url())
+            .env("NATS_USER", "watcher")
+            .env("NATS_PASSWORD", "s3cret-pass")
+            .args(["news.batches.>"]),
+    )
+    .await;
+    wait_for(WITHIN, "the watcher to confirm its subscription", || {
+        let subscribed = watch.stderr().contains("watching news.batches.>");
+        async move { subscribed.then_some(()) }
+    })
+    .await;
+
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        "watcher".to_owned(),
+        "s3cret-pass".to_owned(),
+    )
+    .connect(nats.url())
+    .await
+    .expect("the test logs in");
+    client
+        .publish("news.batches.x.y", "not a marker".into())
+        .await
+        .expect("publishes");
+    client.flush().await.expect("flushes");
+
+    let lines = wait_for(WITHIN, "a printed line", || {
+        let lines = printed(&watch);
+        async move { (!lines.is_empty()).then_some(lines) }
+    })
+    .await;
+    assert_eq!(lines, ["news.batches.x.y  not a marker"]);
+    watch.signal("TERM");
+    let status = wait_for(WITHIN, "the watcher to exit after SIGTERM", || {
+        let status = watch.try_exit();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "exited with {status}");
+}

@@ -3,6 +3,7 @@
 //! plain core-NATS subscriber: it creates no JetStream consumer and changes nothing.
 //!
 //! # Layout
+//! - [`connect`]: the services' NATS flags, connecting and reporting the connection quietly.
 //! - [`line`]: the printed line for a subject and payload (article, batch marker, or raw).
 //! - [`run`] (here): subscribe and print until shutdown.
 
@@ -12,6 +13,7 @@ use std::io::Write;
 use futures::StreamExt as _;
 use newsflow_nats::connect::NatsArgs;
 
+pub mod connect;
 pub mod line;
 
 /// `newsflow-watch [subject]`: the NATS flags of the services and what to subscribe to.

@@ -3,16 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use newsflow_nats::connect::connect_with_retry;
-use newsflow_nats::service::{init_logging, shutdown_on_signals, LogFormat};
-use newsflow_watch::{Cli, WatchError};
+use newsflow_nats::service::shutdown_on_signals;
+use newsflow_watch::{connect, Cli, WatchError};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(LogFormat::Text);
     let shutdown = shutdown_on_signals();
-    let client = match connect_with_retry(&cli.nats, "newsflow-watch", &shutdown).await {
+    let client = match connect::connect(&cli.nats, shutdown.cancelled()).await {
         Ok(Some(client)) => client,
         Ok(None) => return ExitCode::SUCCESS,
         Err(error) => {
