@@ -8,10 +8,15 @@ test_threads := env_var_or_default("TEST_THREADS", "3")
 default:
     @just --list
 
-# Run the whole system on its defaults with a demo job against the bundled mock API.
-demo:
+# Run the whole system with a demo job against the bundled mock API; reuses ./data (`just demo --fresh` starts clean).
+demo *args:
     cargo build --release -p data-streams -p worker -p newsapi-mock
-    bash scripts/demo.sh
+    bash scripts/foreground.sh bash scripts/demo.sh {{args}}
+
+# Print articles and batch markers as they arrive on NATS (NATS_URL, default nats://127.0.0.1:4222).
+watch subject="news.>":
+    cargo build --release -q -p newsflow-watch
+    bash scripts/foreground.sh target/release/newsflow-watch '{{subject}}'
 
 # Run every test: unit tests, black-box tests against real nats-server and processes.
 test:

@@ -160,6 +160,12 @@ impl NatsConfig {
         &self.servers
     }
 
+    /// The checked credentials and TLS settings, for a client that reports its connection
+    /// events its own way (`newsflow-watch`).
+    pub fn base_options(&self) -> ConnectOptions {
+        self.options.clone()
+    }
+
     fn options(&self, name: &str) -> ConnectOptions {
         let url = self.redacted.clone();
         self.options

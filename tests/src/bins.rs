@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-/// The three programs of the workspace.
+/// The programs of the workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Program {
     /// `data-streams`: the HTTP API and the stream consumer.
@@ -13,6 +13,8 @@ pub enum Program {
     Worker,
     /// `newsapi-mock`: the NewsAPI-compatible mock server.
     NewsapiMock,
+    /// `newsflow-watch`: prints NATS traffic as it arrives.
+    Watch,
 }
 
 impl Program {
@@ -22,6 +24,7 @@ impl Program {
             Self::DataStreams => "data-streams",
             Self::Worker => "worker",
             Self::NewsapiMock => "newsapi-mock",
+            Self::Watch => "newsflow-watch",
         }
     }
 }
