@@ -182,8 +182,14 @@ async fn kill_cycles_lose_and_duplicate_nothing_and_readers_never_see_a_partial_
         storm.sent, storm.answered, storm.refused, storm.unanswered
     );
     report.assert_exactly_once();
-    assert_eq!(storm.unanswered, 0, "storm requests left unanswered: {storm:?}");
-    assert!(storm.answered > storm.sent / 2, "the storm was mostly refused: {storm:?}");
+    assert_eq!(
+        storm.unanswered, 0,
+        "storm requests left unanswered: {storm:?}"
+    );
+    assert!(
+        storm.answered > storm.sent / 2,
+        "the storm was mostly refused: {storm:?}"
+    );
     assert_eq!(
         (figures.partial, figures.mixed, figures.regressions),
         (0, 0, 0),
