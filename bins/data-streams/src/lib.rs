@@ -9,6 +9,7 @@
 //! - [`control`]: start/stop commands, heartbeats, the ownership reconciler.
 //! - [`http`]: routes, errors, OpenAPI.
 //! - [`state`]: what the tasks share (metrics, the batch cache, the ingest channel).
+//! - [`tasks`]: the supervisor that owns, joins and watches every background task.
 
 pub mod config;
 pub mod consumer;
@@ -16,6 +17,7 @@ pub mod control;
 pub mod http;
 pub mod state;
 pub mod store;
+pub mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
+use futures::FutureExt as _;
 use newsflow_nats::stream::{delete_consumer, ensure_stream, ConsumerSettings};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -35,6 +38,7 @@ use crate::consumer::while_serving;
 use crate::control::Control;
 use crate::state::{IngestCommand, Shared};
 use crate::store::{Ingest, Store};
+use crate::tasks::Supervisor;
 
 /// How long shutdown waits for the ingest task to finish the group in hand.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -71,6 +75,7 @@ pub async fn run(
         max_body_bytes: config.http.max_body_bytes,
         in_flight: tokio::sync::Semaphore::new(config.http.max_in_flight),
         store_stalled: OnceLock::new(),
+        dead_task: OnceLock::new(),
     });
     watch_for_stalls(Arc::downgrade(&shared), config.store_stall)?;
     let limits = config.http;
@@ -78,34 +83,44 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("reading the listener's address")?;
-    let background = tokio::spawn(background(
-        config,
-        shared.clone(),
-        control.clone(),
-        ingest,
-        commands,
-        shutdown.clone(),
-    ));
+    let supervisor = Supervisor::new(shared.clone(), shutdown.clone());
+    supervisor.spawn(
+        "ingest",
+        background(
+            config,
+            shared.clone(),
+            control.clone(),
+            ingest,
+            commands,
+            supervisor.clone(),
+            shutdown.clone(),
+        ),
+    );
     println!("data-streams listening on http://{addr}");
     tracing::info!(%addr, "data-streams listening");
     let app = http::router(http::AppState {
         shared: shared.clone(),
-        control,
+        control: control.clone(),
     });
     http::serve::serve(listener, app, limits, shutdown.clone()).await;
     shutdown.cancel();
     tracing::info!("HTTP stopped; waiting for ingest to finish the messages in hand");
-    let outcome = match tokio::time::timeout(SHUTDOWN_GRACE, background).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(join_error)) => Err(anyhow::anyhow!("the ingest task failed: {join_error}")),
-        Err(_) => {
-            tracing::warn!("ingest did not finish within the grace period; unacknowledged messages will be redelivered");
-            Ok(())
-        }
-    };
+    if !supervisor.wait(SHUTDOWN_GRACE).await {
+        tracing::warn!("background tasks did not finish within the grace period; unacknowledged messages will be redelivered");
+    }
+    control.tasks().close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, control.tasks().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("start and stop commands in flight did not finish within the grace period");
+    }
     shared.store.flush().await?;
     tracing::info!("store flushed; bye");
-    outcome
+    match shared.dead_task.get() {
+        Some(reason) => Err(anyhow::anyhow!("{reason}")),
+        None => Ok(()),
+    }
 }
 
 /// Exit status when the store stalled: a supervisor restarts the process, and the stream
@@ -172,6 +187,7 @@ async fn background(
     control: Arc<Control>,
     mut ingest: Ingest,
     mut commands: mpsc::Receiver<IngestCommand>,
+    supervisor: Supervisor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let connected = while_serving(
@@ -181,15 +197,8 @@ async fn background(
         &shared,
     )
     .await;
-    let client = match connected {
-        Ok(Some(client)) => client,
-        Ok(None) => return Ok(()),
-        Err(error) => {
-            // A setting that can never work (an unreadable credentials file): retrying cannot
-            // help, and serving HTTP while never ready would hide it. Stop, with the reason.
-            shutdown.cancel();
-            return Err(anyhow::Error::new(error).context("cannot configure the NATS connection"));
-        }
+    let Ok(Some(client)) = connected else {
+        return Ok(());
     };
     let _ = shared.nats.set(client.clone());
     let js = jetstream::new(client.clone());
@@ -222,17 +231,20 @@ async fn background(
             }
         }
     }
-    tokio::spawn(control::run_heartbeats(
-        control.clone(),
-        shared.clone(),
-        client.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(control::run_reconciler(
-        control,
-        shared.clone(),
-        shutdown.clone(),
-    ));
+    supervisor.spawn(
+        "heartbeats",
+        control::run_heartbeats(
+            control.clone(),
+            shared.clone(),
+            client.clone(),
+            shutdown.clone(),
+        )
+        .map(Ok),
+    );
+    supervisor.spawn(
+        "reconciler",
+        control::run_reconciler(control, shared.clone(), shutdown.clone()).map(Ok),
+    );
     consumer::run(
         stream,
         shared,

@@ -40,6 +40,8 @@ pub struct Shared {
     pub in_flight: tokio::sync::Semaphore,
     /// Why the store is stalled, once the watchdog found it so (the process is about to exit).
     pub store_stalled: OnceLock<String>,
+    /// Which background task died, and how, once one did (the process is stopping).
+    pub dead_task: OnceLock<String>,
 }
 
 impl Shared {

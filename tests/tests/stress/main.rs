@@ -44,6 +44,7 @@ pub fn article(job: &str, batch: BatchId, i: u32, variant: &str) -> Article {
 pub struct Latencies(Vec<Duration>);
 
 impl Latencies {
+    /// Sorts the samples.
     pub fn new(mut samples: Vec<Duration>) -> Self {
         samples.sort_unstable();
         Self(samples)
@@ -58,7 +59,8 @@ impl Latencies {
         self.0[index]
     }
 
-    pub fn len(&self) -> usize {
+    /// How many samples.
+    pub fn count(&self) -> usize {
         self.0.len()
     }
 }

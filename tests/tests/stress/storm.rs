@@ -121,7 +121,7 @@ async fn rounds_of_concurrent_writes_and_reads_during_ingest_are_all_answered_an
     let latencies = Latencies::new(answered.iter().map(|(_, _, took)| *took).collect());
     eprintln!(
         "storm: {} requests answered, p50 {:?}, p99 {:?}, max {:?}",
-        latencies.len(),
+        latencies.count(),
         latencies.percentile(50),
         latencies.percentile(99),
         latencies.percentile(100)

@@ -53,6 +53,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if let Some(reason) = stalled {
         down.push(reason.clone());
     }
+    if let Some(reason) = state.shared.dead_task.get() {
+        down.push(reason.clone());
+    }
     if !nats_connected {
         down.push("NATS is not connected".to_owned());
     }
