@@ -261,10 +261,7 @@ fn integer(fields: &Map<String, Value>, name: &str) -> Result<Option<u64>, Valid
                 ),
             )),
             // A whole number too large for any field (1e30, 2^64): out of range, not mistyped.
-            _ if n
-                .as_f64()
-                .is_some_and(|f| f.is_finite() && f.fract() == 0.0) =>
-            {
+            _ if n.as_f64().is_some_and(|f| f.abs() >= u64::MAX as f64) => {
                 Err(ValidationError::new(
                     name,
                     "out_of_range",

@@ -11,6 +11,7 @@ use newsflow_core::retry::Backoff;
 use newsflow_core::Promotion;
 use newsflow_nats::stream::{ensure_consumer, ConsumerSettings};
 use newsflow_nats::subjects;
+use newsflow_runtime::retry::{retry, Failure, RetryError, RetryPolicy};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -117,73 +118,118 @@ pub struct RawMessage<'a> {
     pub delivered: i64,
 }
 
-/// Runs the ingest loop until `shutdown`: binds the consumer (retrying), consumes in groups,
-/// and executes deletes between groups.
-pub async fn run(
-    stream: jetstream::stream::Stream,
-    shared: Arc<Shared>,
-    ingest: &mut Ingest,
-    settings: ConsumerSettings,
-    commands: &mut mpsc::Receiver<IngestCommand>,
-    shutdown: CancellationToken,
-) {
-    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut attempt = 0u32;
-    while !shutdown.is_cancelled() {
-        let consumer = match ensure_consumer(&stream, &settings).await {
-            Ok(consumer) => consumer,
-            Err(error) => {
-                let wait = backoff.delay(attempt, rand_jitter());
-                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "cannot bind the durable consumer; retrying");
-                attempt = attempt.saturating_add(1);
-                if !idle(wait, ingest, commands, &shared, &shutdown).await {
-                    return;
+/// A group of stream messages, applied under one flush.
+pub type Group = Vec<jetstream::Message>;
+
+/// The one writer of stream data: owns the ingest state, applies groups of messages as the
+/// puller hands them over, and executes the API's deletes between groups (also while NATS is
+/// unreachable, since nothing here waits for it).
+pub struct Writer {
+    /// The ingest state.
+    pub ingest: Ingest,
+    /// Deletes from the HTTP side.
+    pub commands: mpsc::Receiver<IngestCommand>,
+    /// Groups from the puller.
+    pub groups: mpsc::Receiver<Group>,
+    /// What the tasks share.
+    pub shared: Arc<Shared>,
+    /// The consumer's settings (delivery cap).
+    pub settings: ConsumerSettings,
+}
+
+impl Writer {
+    /// Applies groups one after another until `shutdown`; each group's flush and acks run
+    /// while the next group is applied (a write is visible to readers once applied, durable
+    /// once flushed, and acked only then), so a marker never waits for the flush of the
+    /// articles before it to become visible.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut in_flight = None;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(command) = self.commands.recv() => {
+                    execute(command, &mut self.ingest, &self.shared).await;
                 }
-                continue;
+                group = self.groups.recv() => {
+                    let Some(group) = group else { break };
+                    let outcomes = apply_group(&group, &self.shared, &mut self.ingest, &self.settings);
+                    // One flush in flight at a time: acks stay in group order, and the flush
+                    // covers every write applied before it, this group's included.
+                    settle(&mut in_flight).await;
+                    in_flight = Some(tokio::spawn(flush_then_ack(group, outcomes, self.shared.clone())));
+                }
             }
-        };
-        attempt = 0;
-        shared.consumer_bound.store(true, Ordering::Relaxed);
-        tracing::info!(durable = %settings.durable, "consumer bound; ingesting");
-        consume(&consumer, &shared, ingest, &settings, commands, &shutdown).await;
-        shared.consumer_bound.store(false, Ordering::Relaxed);
+        }
+        settle(&mut in_flight).await;
+        Ok(())
     }
 }
 
-async fn consume(
-    consumer: &PullConsumer,
-    shared: &Arc<Shared>,
-    ingest: &mut Ingest,
-    settings: &ConsumerSettings,
-    commands: &mut mpsc::Receiver<IngestCommand>,
-    shutdown: &CancellationToken,
-) {
-    let mut in_flight = None;
-    consume_groups(
-        consumer,
-        shared,
-        ingest,
-        settings,
-        commands,
-        shutdown,
-        &mut in_flight,
-    )
-    .await;
-    settle(&mut in_flight).await;
+/// Waits for the group in flight to be flushed and acknowledged.
+async fn settle(in_flight: &mut Option<tokio::task::JoinHandle<()>>) {
+    if let Some(task) = in_flight.take() {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "a group's flush and acks did not finish; its messages will be redelivered");
+        }
+    }
 }
 
-/// Applies groups one after another; each group's flush and acks run while the next group is
-/// applied (a write is visible to readers once applied, durable once flushed, and acked only
-/// then), so a marker never waits for the flush of the articles before it to become visible.
-async fn consume_groups(
+/// Pulls the stream with the durable consumer until `shutdown`: binds it (retrying), and hands
+/// the writer groups of up to [`MAX_GROUP`] messages, each gathered for at most
+/// [`GROUP_WINDOW`] once its first message is in, so a backlog is committed in large groups.
+pub async fn pull(
+    stream: jetstream::stream::Stream,
+    shared: Arc<Shared>,
+    settings: ConsumerSettings,
+    groups: mpsc::Sender<Group>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let policy = RetryPolicy::new(Backoff::new(
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+    ));
+    while !shutdown.is_cancelled() {
+        let bound = retry(
+            &policy,
+            &shutdown,
+            "cannot bind the durable consumer",
+            || {
+                let (stream, settings) = (&stream, &settings);
+                async move {
+                    ensure_consumer(stream, settings)
+                        .await
+                        .map_err(Failure::Transient)
+                }
+            },
+        )
+        .await;
+        let consumer = match bound {
+            Ok(consumer) => consumer,
+            Err(RetryError::Cancelled) => break,
+            Err(RetryError::GaveUp(gave_up)) => {
+                anyhow::bail!("binding the durable consumer: {gave_up}")
+            }
+        };
+        shared.consumer_bound.store(true, Ordering::Relaxed);
+        tracing::info!(durable = %settings.durable, "consumer bound; ingesting");
+        let rebind_in = pull_groups(&consumer, &groups, &shutdown).await;
+        shared.consumer_bound.store(false, Ordering::Relaxed);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(rebind_in) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Hands groups to the writer until the pull fails (or `shutdown`); returns how long to wait
+/// before binding again.
+async fn pull_groups(
     consumer: &PullConsumer,
-    shared: &Arc<Shared>,
-    ingest: &mut Ingest,
-    settings: &ConsumerSettings,
-    commands: &mut mpsc::Receiver<IngestCommand>,
+    groups: &mpsc::Sender<Group>,
     shutdown: &CancellationToken,
-    in_flight: &mut Option<tokio::task::JoinHandle<()>>,
-) {
+) -> Duration {
     let messages = consumer
         .stream()
         .max_messages_per_batch(MAX_GROUP)
@@ -195,38 +241,22 @@ async fn consume_groups(
         Ok(messages) => messages,
         Err(error) => {
             tracing::warn!(%error, "cannot pull from the consumer; rebinding");
-            let _ = idle(Duration::from_secs(1), ingest, commands, shared, shutdown).await;
-            return;
+            return Duration::from_secs(1);
         }
     };
     loop {
         let first = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return,
-            Some(command) = commands.recv() => {
-                execute(command, ingest, shared).await;
-                continue;
-            }
+            () = shutdown.cancelled() => return Duration::ZERO,
             next = messages.next() => next,
         };
         let mut group = match first {
-            None => return,
+            None => return Duration::ZERO,
             Some(Ok(message)) => vec![message],
             Some(Err(error)) => {
                 tracing::warn!(%error, "pull error; rebinding the consumer");
-                let _ = idle(
-                    Duration::from_millis(500),
-                    ingest,
-                    commands,
-                    shared,
-                    shutdown,
-                )
-                .await;
-                return;
+                return Duration::from_millis(500);
             }
         };
-        // One flush per group: take what is buffered, and wait a moment for more while
-        // messages keep coming, so a backlog is committed in large groups.
         let deadline = tokio::time::Instant::now() + GROUP_WINDOW;
         while group.len() < MAX_GROUP {
             let next = match messages.next().now_or_never() {
@@ -241,23 +271,12 @@ async fn consume_groups(
                 _ => break,
             }
         }
-        let outcomes = apply_group(&group, shared, ingest, settings);
-        // One flush in flight at a time: acks stay in group order, and sled's flush covers
-        // every write applied before it, this group's included.
-        settle(in_flight).await;
-        *in_flight = Some(tokio::spawn(flush_then_ack(
-            group,
-            outcomes,
-            shared.clone(),
-        )));
-    }
-}
-
-/// Waits for the group in flight to be flushed and acknowledged.
-async fn settle(in_flight: &mut Option<tokio::task::JoinHandle<()>>) {
-    if let Some(task) = in_flight.take() {
-        if let Err(error) = task.await {
-            tracing::error!(%error, "a group's flush and acks did not finish; its messages will be redelivered");
+        tokio::select! {
+            () = shutdown.cancelled() => return Duration::ZERO,
+            sent = groups.send(group) => if sent.is_err() {
+                // The writer is gone: the process is stopping.
+                return Duration::ZERO;
+            },
         }
     }
 }
@@ -340,44 +359,4 @@ async fn execute(command: IngestCommand, ingest: &mut Ingest, shared: &Shared) {
             let _ = reply.send(result);
         }
     }
-}
-
-/// Waits `wait` while still executing commands; `false` when shutdown came.
-async fn idle(
-    wait: Duration,
-    ingest: &mut Ingest,
-    commands: &mut mpsc::Receiver<IngestCommand>,
-    shared: &Shared,
-    shutdown: &CancellationToken,
-) -> bool {
-    let deadline = tokio::time::sleep(wait);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = &mut deadline => return true,
-            Some(command) = commands.recv() => execute(command, ingest, shared).await,
-        }
-    }
-}
-
-/// Awaits `work` (connecting, provisioning) while still executing commands, so a delete never
-/// waits for NATS.
-pub async fn while_serving<T>(
-    work: impl std::future::Future<Output = T>,
-    ingest: &mut Ingest,
-    commands: &mut mpsc::Receiver<IngestCommand>,
-    shared: &Shared,
-) -> T {
-    tokio::pin!(work);
-    loop {
-        tokio::select! {
-            result = &mut work => return result,
-            Some(command) = commands.recv() => execute(command, ingest, shared).await,
-        }
-    }
-}
-
-fn rand_jitter() -> f64 {
-    rand::random::<f64>()
 }

@@ -27,16 +27,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use futures::FutureExt as _;
+use newsflow_core::retry::Backoff;
 use newsflow_nats::stream::{delete_consumer, ensure_stream, ConsumerSettings};
+use newsflow_runtime::retry::{retry, Failure, RetryError, RetryPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Cli, Config};
 
-use crate::consumer::while_serving;
 use crate::control::Control;
-use crate::state::{IngestCommand, Shared};
+use crate::state::Shared;
 use crate::store::{Ingest, Store};
 use crate::tasks::Supervisor;
 
@@ -84,14 +85,22 @@ pub async fn run(
         .local_addr()
         .context("reading the listener's address")?;
     let supervisor = Supervisor::new(shared.clone(), shutdown.clone());
+    let (groups_tx, groups) = mpsc::channel(1);
+    let writer = consumer::Writer {
+        ingest,
+        commands,
+        groups,
+        shared: shared.clone(),
+        settings: ConsumerSettings::default(),
+    };
+    supervisor.spawn("store writer", writer.run(shutdown.clone()));
     supervisor.spawn(
         "ingest",
         background(
             config,
             shared.clone(),
             control.clone(),
-            ingest,
-            commands,
+            groups_tx,
             supervisor.clone(),
             shutdown.clone(),
         ),
@@ -181,45 +190,46 @@ fn open_store(
     }
 }
 
+/// Connects to NATS, provisions the stream, starts the ownership tasks, and pulls the stream
+/// for the writer until `shutdown`.
 async fn background(
     config: Config,
     shared: Arc<Shared>,
     control: Arc<Control>,
-    mut ingest: Ingest,
-    mut commands: mpsc::Receiver<IngestCommand>,
+    groups: mpsc::Sender<consumer::Group>,
     supervisor: Supervisor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let connected = while_serving(
-        newsflow_nats::connect::connect_with_retry(&config.nats, "data-streams", &shutdown),
-        &mut ingest,
-        &mut commands,
-        &shared,
-    )
-    .await;
+    let connected =
+        newsflow_nats::connect::connect_with_retry(&config.nats, "data-streams", &shutdown).await;
     let Ok(Some(client)) = connected else {
         return Ok(());
     };
     let _ = shared.nats.set(client.clone());
     let js = jetstream::new(client.clone());
-    let stream = loop {
-        match while_serving(
-            ensure_stream(&js, &config.stream),
-            &mut ingest,
-            &mut commands,
-            &shared,
-        )
-        .await
-        {
-            Ok(stream) => break stream,
-            Err(error) => {
-                tracing::warn!(%error, "cannot provision the NEWS stream; retrying");
-                let wait = tokio::time::sleep(Duration::from_secs(1));
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = while_serving(wait, &mut ingest, &mut commands, &shared) => {}
-                }
+    let policy = RetryPolicy::new(Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(5),
+    ));
+    let provisioned = retry(
+        &policy,
+        &shutdown,
+        "cannot provision the NEWS stream",
+        || {
+            let (js, settings) = (&js, &config.stream);
+            async move {
+                ensure_stream(js, settings)
+                    .await
+                    .map_err(Failure::Transient)
             }
+        },
+    )
+    .await;
+    let stream = match provisioned {
+        Ok(stream) => stream,
+        Err(RetryError::Cancelled) => return Ok(()),
+        Err(RetryError::GaveUp(gave_up)) => {
+            anyhow::bail!("provisioning the NEWS stream: {gave_up}")
         }
     };
     let consumer_settings = ConsumerSettings::default();
@@ -245,15 +255,7 @@ async fn background(
         "reconciler",
         control::run_reconciler(control, shared.clone(), shutdown.clone()).map(Ok),
     );
-    consumer::run(
-        stream,
-        shared,
-        &mut ingest,
-        consumer_settings,
-        &mut commands,
-        shutdown,
-    )
-    .await;
+    consumer::pull(stream, shared, consumer_settings, groups, shutdown).await?;
     // With NATS down a flush waits for a reconnect that may never come.
     match tokio::time::timeout(ACK_FLUSH_WITHIN, client.flush()).await {
         Ok(Ok(())) => {}

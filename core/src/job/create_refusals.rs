@@ -142,7 +142,7 @@ fn wrong_types() -> Vec<Refusal> {
             "interval_secs past u64",
             past_u64,
             "interval_secs",
-            "invalid_type",
+            "out_of_range",
             "interval_secs",
         ),
     ]

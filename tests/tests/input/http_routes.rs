@@ -66,7 +66,7 @@ async fn bad_ids_routes_methods_parameters_and_cursors_get_contract_errors() {
             "GET",
             format!("/jobs/nope/batches/{batch}/articles"),
             404,
-            "batch_not_found",
+            "job_not_found",
         ),
         // Unknown routes.
         ("GET", "/".into(), 404, "route_not_found"),

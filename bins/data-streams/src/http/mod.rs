@@ -84,9 +84,9 @@ async fn method_not_allowed() -> AppError {
 
 /// What every request passes before its handler, in one layer: the in-flight bound (the
 /// operational routes are exempt, so a probe is answered under load), one `Authorization`
-/// header at most, a body announced larger than the limit refused before it is sent, and the
-/// bearer token on every route but `/healthz` when one is configured (compared in constant
-/// time).
+/// header at most, the bearer token on every route but `/healthz` when one is configured
+/// (compared in constant time), and a body announced larger than the limit refused before it
+/// is sent.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let operational = matches!(path, "/healthz" | "/readyz" | "/metrics");
@@ -108,10 +108,6 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         }
         .into_response();
     }
-    let limit = state.shared.max_body_bytes;
-    if announced_length(headers).is_some_and(|length| length > limit as u64) {
-        return refuse_announced_body(request, limit);
-    }
     if let Some(token) = &state.shared.api_token {
         if path != "/healthz" {
             let given = authorization
@@ -124,6 +120,10 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
                 return AppError::Unauthorized.into_response();
             }
         }
+    }
+    let limit = state.shared.max_body_bytes;
+    if announced_length(headers).is_some_and(|length| length > limit as u64) {
+        return refuse_announced_body(request, limit);
     }
     next.run(request).await
 }
