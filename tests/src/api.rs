@@ -76,6 +76,15 @@ impl Api {
         (status, parse_body(&text))
     }
 
+    /// `POST /jobs`, or `None` when no answer came (data-streams killed mid-request).
+    pub async fn try_create_job(&self, body: &Value) -> Option<StatusCode> {
+        let mut request = self.http.post(format!("{}/jobs", self.base)).json(body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.ok().map(|response| response.status())
+    }
+
     /// Sends raw bytes with a content type (for malformed-body tests).
     pub async fn send_raw(
         &self,

@@ -1,6 +1,8 @@
 //! Many concurrent writers: the load that froze data-streams for good (sled 0.34's concurrent
 //! `flush_async` deadlock) is answered in full while ingest goes on.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -168,24 +170,42 @@ async fn a_kill_during_a_storm_of_creates_leaves_each_job_absent_or_running_and_
     let mut system = System::builder().workers(1).start().await;
     let api = system.api();
     let _ = publish_backlog(&system, "unrelated", 3, 50).await;
-    let creates: Vec<_> = (0..CONCURRENT)
+    const CREATES: usize = 300;
+    let acked = Arc::new(AtomicUsize::new(0));
+    let creates: Vec<_> = (0..CREATES)
         .map(|i| {
-            let api = api.clone();
+            let (api, acked) = (api.clone(), acked.clone());
             tokio::spawn(async move {
                 let body = json!({"id": format!("kill-{i}"), "params": {"q": "kill"}, "interval_secs": 3600});
-                api.create_job(&body).await.0
+                let status = api.try_create_job(&body).await;
+                if status == Some(StatusCode::CREATED) {
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                status
             })
         })
         .collect();
-    // Let part of the storm through, then kill in the middle of it.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Kill in the middle of the storm: some creates answered, most still in flight.
+    wait_for(
+        Duration::from_secs(30),
+        "the first creates to be answered",
+        || {
+            let acked = acked.load(Ordering::Relaxed);
+            async move { (acked >= 10).then_some(()) }
+        },
+    )
+    .await;
     system.kill_data_streams();
     let mut acknowledged = Vec::new();
     for (i, create) in creates.into_iter().enumerate() {
-        if let Ok(StatusCode::CREATED) = create.await {
+        if let Ok(Some(StatusCode::CREATED)) = create.await {
             acknowledged.push(format!("kill-{i}"));
         }
     }
+    assert!(
+        acknowledged.len() < CREATES,
+        "the kill came after the whole storm was answered"
+    );
     system.start_data_streams().await;
     let api = system.api();
 
@@ -206,7 +226,7 @@ async fn a_kill_during_a_storm_of_creates_leaves_each_job_absent_or_running_and_
         );
     }
     eprintln!(
-        "kill mid-storm: {} creates acknowledged, {} jobs present after restart",
+        "kill mid-storm: {} of {CREATES} creates acknowledged, {} jobs present after restart",
         acknowledged.len(),
         jobs.len()
     );
