@@ -7,7 +7,7 @@ use async_nats::jetstream::{self, message::StreamMessage};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
-use newsflow_core::{Article, ArticleMessage, BatchMarker};
+use newsflow_core::{Article, ArticleMessage, BatchId, BatchMarker};
 use newsflow_nats::subjects;
 use newsflow_nats::wire::Heartbeat;
 use serde_json::Value;
@@ -255,5 +255,28 @@ impl Heartbeats {
                 None => panic!("timed out after {within:?} waiting for a heartbeat: {what}"),
             }
         }
+    }
+}
+
+/// Article `i` of a batch, as a conforming worker would publish it; `variant` changes its URL
+/// and title (a second, different article for the same seq).
+pub fn sample_article(job: &str, batch: BatchId, i: u32, variant: &str) -> Article {
+    let url = format!("https://example.com/{job}/{batch}/{i}{variant}");
+    Article {
+        id: newsflow_core::ArticleId::from_url(&url),
+        job_id: newsflow_core::JobId::parse(job).expect("a valid job id"),
+        batch_id: batch,
+        source: newsflow_core::Source {
+            id: None,
+            name: Some("Example".into()),
+        },
+        author: None,
+        title: Some(format!("title {i}{variant}")),
+        description: None,
+        url,
+        url_to_image: None,
+        published_at: None,
+        content: None,
+        fetched_at: newsflow_core::now_utc(),
     }
 }

@@ -86,6 +86,57 @@ fn panic_text(panic: &(dyn Any + Send)) -> &str {
 mod tests {
     use super::*;
 
+    fn shared(dir: &std::path::Path) -> Arc<Shared> {
+        let (ingest, _) = tokio::sync::mpsc::channel(1);
+        Arc::new(Shared {
+            store: crate::store::Store::open(dir).expect("opens"),
+            nats: Default::default(),
+            metrics: Default::default(),
+            consumer_bound: Default::default(),
+            cache: Default::default(),
+            ingest,
+            api_token: None,
+            max_body_bytes: 1024,
+            in_flight: tokio::sync::Semaphore::new(1),
+            store_stalled: Default::default(),
+            dead_task: Default::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_recorded_and_stops_the_process_and_its_siblings_are_joined() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = shared(dir.path());
+        let shutdown = CancellationToken::new();
+        let supervisor = Supervisor::new(shared.clone(), shutdown.clone());
+        let sibling = shutdown.clone();
+        supervisor.spawn("reconciler", async move {
+            sibling.cancelled().await;
+            Ok(())
+        });
+        supervisor.spawn("heartbeats", async {
+            if shared_is_broken() {
+                panic!("heartbeat state is broken");
+            }
+            Ok(())
+        });
+        tokio::time::timeout(Duration::from_secs(5), shutdown.cancelled())
+            .await
+            .expect("the death cancels the shutdown token");
+        assert!(
+            supervisor.wait(Duration::from_secs(5)).await,
+            "every task joined"
+        );
+        assert_eq!(
+            shared.dead_task.get().map(String::as_str),
+            Some("the heartbeats task panicked: heartbeat state is broken")
+        );
+    }
+
+    fn shared_is_broken() -> bool {
+        true
+    }
+
     #[test]
     fn a_task_ending_at_shutdown_is_fine_and_any_other_end_is_a_death() {
         assert_eq!(failure("reconciler", Ok(Ok(())), true), None);

@@ -1,7 +1,8 @@
 //! Unknown or unparsable ids, unknown routes, wrong methods, unknown or repeated query
 //! parameters, bad limits and filters, and bad or misplaced cursors: each a contract error.
 
-use newsflow_core::{Article, ArticleId, BatchId, JobId, Source};
+use newsflow_core::{Article, BatchId};
+use newsflow_tests::bus::sample_article;
 use newsflow_tests::contract::assert_articles_page;
 use newsflow_tests::hostile::raw_http;
 use newsflow_tests::System;
@@ -21,7 +22,9 @@ async fn bad_ids_routes_methods_parameters_and_cursors_get_contract_errors() {
         .await;
     // A complete batch of three, published as a conforming worker would, for real cursors.
     let batch = BatchId::generate();
-    let articles: Vec<Article> = (0..3).map(|i| article("cur", batch, i)).collect();
+    let articles: Vec<Article> = (0..3)
+        .map(|i| sample_article("cur", batch, i, ""))
+        .collect();
     system.bus().await.publish_complete_batch(&articles).await;
     let page = api.wait_for_latest("cur", None, BATCH_WITHIN).await;
     assert_articles_page(&page, "cur");
@@ -276,26 +279,4 @@ async fn bad_ids_routes_methods_parameters_and_cursors_get_contract_errors() {
         "routes, ids, parameters and cursors refused: {}",
         routes.len()
     );
-}
-
-/// Article `i` of a batch, as a conforming worker would publish it.
-fn article(job: &str, batch: BatchId, i: u32) -> Article {
-    let url = format!("https://example.com/{job}/{batch}/{i}");
-    Article {
-        id: ArticleId::from_url(&url),
-        job_id: JobId::parse(job).expect("a valid job id"),
-        batch_id: batch,
-        source: Source {
-            id: None,
-            name: Some("Example".into()),
-        },
-        author: None,
-        title: Some(format!("title {i}")),
-        description: None,
-        url,
-        url_to_image: None,
-        published_at: None,
-        content: None,
-        fetched_at: newsflow_core::now_utc(),
-    }
 }

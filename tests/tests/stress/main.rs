@@ -15,30 +15,7 @@ mod storm;
 
 use std::time::{Duration, Instant};
 
-use newsflow_core::{Article, ArticleId, BatchId, JobId, Source};
-
-/// Article `i` of a batch, as a conforming worker would publish it (`variant` changes its
-/// content without changing its URL's place in the batch).
-pub fn article(job: &str, batch: BatchId, i: u32, variant: &str) -> Article {
-    let url = format!("https://example.com/{job}/{batch}/{i}{variant}");
-    Article {
-        id: ArticleId::from_url(&url),
-        job_id: JobId::parse(job).expect("a valid job id"),
-        batch_id: batch,
-        source: Source {
-            id: None,
-            name: Some("Example".into()),
-        },
-        author: None,
-        title: Some(format!("title {i}{variant}")),
-        description: None,
-        url,
-        url_to_image: None,
-        published_at: None,
-        content: None,
-        fetched_at: newsflow_core::now_utc(),
-    }
-}
+pub use newsflow_tests::bus::sample_article as article;
 
 /// Latencies, summarised.
 pub struct Latencies(Vec<Duration>);
