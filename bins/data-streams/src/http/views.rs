@@ -165,9 +165,10 @@ pub struct BatchList {
     pub next_cursor: Option<String>,
 }
 
-/// An articles page. The articles are the stored JSON (written by ingest from typed
-/// `Article`s), embedded as raw values: they are checked to be JSON but not parsed into a
-/// `Value` again, so the page costs a scan and a copy per article, not a rebuild.
+/// A page of a batch's articles.
+// The articles are the stored JSON (written by ingest from typed `Article`s), embedded as raw
+// values: checked to be JSON but not parsed into a `Value` again, so a page costs a scan and a
+// copy per article, not a rebuild. (Doc comments here become the OpenAPI descriptions.)
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ArticlesPage<'a> {
     /// The job.
@@ -203,7 +204,8 @@ impl<'a> ArticlesPage<'a> {
     }
 }
 
-/// The shape of `GET /articles`, over stored article JSON as [`ArticlesPage`].
+/// The shape of `GET /articles`.
+// Over stored article JSON, as `ArticlesPage`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FeedPage<'a> {
     /// Newest first, unique by URL.
