@@ -8,11 +8,10 @@ use axum::Json;
 use bytes::Bytes;
 use newsflow_core::{BatchId, BatchStatus, JobId, JobState, ValidationError};
 
-use super::error::{invalid_cursor, AppError, ErrorBody, Params};
+use super::error::{AppError, ErrorBody};
 use super::jobs::path_job;
-use super::views::{
-    articles_page_body, feed_page_body, ArticlesPage, BatchContext, BatchList, BatchView, FeedPage,
-};
+use super::params::{invalid_cursor, Params};
+use super::views::{ArticlesPage, BatchContext, BatchList, BatchView, FeedPage};
 use super::AppState;
 use crate::state::{Metrics, PageKey};
 use crate::store::FeedFilter;
@@ -23,7 +22,7 @@ const PAGE_PARAMS: &[&str] = &["limit", "cursor"];
 #[utoipa::path(get, path = "/jobs/{id}/articles", tag = "articles",
     params(("id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1..=1000, default 100"), ("cursor" = Option<String>, Query)),
     responses(
-        (status = 200, description = "The latest complete batch (batch null before the first one); ETag, 304 on If-None-Match", body = ArticlesPage),
+        (status = 200, description = "The latest complete batch (batch null before the first one); ETag, 304 on If-None-Match", body = ArticlesPage<'static>),
         (status = 304, description = "Not modified"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn latest(
@@ -43,7 +42,9 @@ pub async fn latest(
             match status.latest {
                 Some(latest) => (latest.id, None),
                 None => {
-                    let body = articles_page_body(job.as_str(), None, &[], None);
+                    let body = ArticlesPage::new(job.as_str(), None, &[], None)
+                        .and_then(|page| page.to_body())
+                        .map_err(page_error)?;
                     return Ok(json_response(Bytes::from(body), None));
                 }
             }
@@ -56,7 +57,7 @@ pub async fn latest(
 /// partial batch).
 #[utoipa::path(get, path = "/jobs/{id}/batches/{batch_id}/articles", tag = "articles",
     params(("id" = String, Path), ("batch_id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = ArticlesPage), (status = 304, description = "Not modified"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = ArticlesPage<'static>), (status = 304, description = "Not modified"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn of_batch(
     State(state): State<AppState>,
     Path((id, batch_id)): Path<(String, String)>,
@@ -98,10 +99,10 @@ pub async fn of_batch(
     let view = BatchView::new(batch, &record, &context, || {
         stored_count(&state, &job, batch)
     });
-    Ok(json_response(
-        Bytes::from(articles_page_body(job.as_str(), Some(&view), &[], None)),
-        None,
-    ))
+    let body = ArticlesPage::new(job.as_str(), Some(view), &[], None)
+        .and_then(|page| page.to_body())
+        .map_err(page_error)?;
+    Ok(json_response(Bytes::from(body), None))
 }
 
 /// A page of a complete batch: immutable, so served from the cache with an ETag.
@@ -166,12 +167,10 @@ fn complete_batch_page(
         key.extend_from_slice(seq);
         newsflow_core::cursor::encode(&key)
     });
-    let body = Bytes::from(articles_page_body(
-        job.as_str(),
-        Some(&view),
-        &page.articles,
-        next.as_deref(),
-    ));
+    let body = ArticlesPage::new(job.as_str(), Some(view), &page.articles, next)
+        .and_then(|page| page.to_body())
+        .map_err(page_error)?;
+    let body = Bytes::from(body);
     state.shared.cache.put(key, body.clone());
     Ok(json_response(body, Some(&etag)))
 }
@@ -224,7 +223,7 @@ pub async fn batches(
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339: only articles published at or after"),
         ("q" = Option<String>, Query, min_length = 1, max_length = 500, description = "text in title, description or content (case-insensitive)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = FeedPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = FeedPage<'static>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn feed(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -275,10 +274,10 @@ pub async fn feed(
         .store
         .feed_page(&filter, after.as_deref(), limit)?;
     let next = page.next.as_deref().map(newsflow_core::cursor::encode);
-    Ok(json_response(
-        Bytes::from(feed_page_body(&page.articles, next.as_deref())),
-        None,
-    ))
+    let body = FeedPage::new(&page.articles, next)
+        .and_then(|page| page.to_body())
+        .map_err(page_error)?;
+    Ok(json_response(Bytes::from(body), None))
 }
 
 /// Stream data is served only under a job data-streams has: a 404 otherwise, as `/jobs/{id}`.
@@ -328,6 +327,11 @@ fn batch_not_found(batch: &str) -> AppError {
         code: "batch_not_found",
         message: format!("no batch with id {batch:?} in this job"),
     }
+}
+
+/// Stored articles are JSON written by ingest: one that is not means a broken store (500).
+fn page_error(error: serde_json::Error) -> AppError {
+    AppError::Internal(anyhow::Error::new(error).context("serializing a page of stored articles"))
 }
 
 fn json_response(body: Bytes, etag: Option<&str>) -> Response {

@@ -1,7 +1,5 @@
 //! The one error type of the HTTP API, in the contract's `{"error":{"code","message"}}` shape,
-//! and the extractors that turn bad input into it.
-
-use std::collections::HashMap;
+//! and the JSON body extractor that turns bad input into it.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -289,121 +287,9 @@ fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Query parameters, checked against the names a route accepts (unknown or repeated → 400).
-pub struct Params(HashMap<String, String>);
-
-impl Params {
-    /// Parses a raw query string, accepting only `allowed` names.
-    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, AppError> {
-        let mut params = HashMap::new();
-        for (name, value) in form_urlencoded_pairs(raw.unwrap_or("")) {
-            if !allowed.contains(&name.as_str()) {
-                return Err(AppError::BadRequest {
-                    code: "unknown_parameter",
-                    message: format!(
-                        "unknown query parameter {name:?}; this route accepts: {}",
-                        allowed.join(", ")
-                    ),
-                });
-            }
-            if params.insert(name.clone(), value).is_some() {
-                return Err(AppError::BadRequest {
-                    code: "repeated_parameter",
-                    message: format!("query parameter {name:?} is given more than once"),
-                });
-            }
-        }
-        Ok(Self(params))
-    }
-
-    /// A parameter's value.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
-    }
-
-    /// `limit`: default 100, 1..=1000.
-    pub fn limit(&self) -> Result<usize, AppError> {
-        match self.get("limit") {
-            None => Ok(100),
-            Some(raw) => match raw.parse::<usize>() {
-                Ok(n) if (1..=1000).contains(&n) => Ok(n),
-                _ => Err(ValidationError::new(
-                    "limit",
-                    "out_of_range",
-                    format!("limit must be a whole number from 1 to 1000, got {raw:?}"),
-                )
-                .into()),
-            },
-        }
-    }
-
-    /// `cursor`, decoded.
-    pub fn cursor(&self) -> Result<Option<Vec<u8>>, AppError> {
-        self.get("cursor")
-            .map(|c| newsflow_core::cursor::decode(c).map_err(invalid_cursor))
-            .transpose()
-    }
-}
-
-/// A cursor this server did not issue (or no longer matches the route) is a malformed request.
-pub fn invalid_cursor(error: ValidationError) -> AppError {
-    AppError::BadRequest {
-        code: "invalid_cursor",
-        message: error.message,
-    }
-}
-
-fn form_urlencoded_pairs(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(name), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_strings_are_decoded() {
-        let params = Params::parse(
-            Some("q=bitcoin+price&since=2026-11-20T08%3A00%3A00Z&job=a%2"),
-            &["q", "since", "job"],
-        )
-        .expect("valid");
-        assert_eq!(params.get("q"), Some("bitcoin price"));
-        assert_eq!(params.get("since"), Some("2026-11-20T08:00:00Z"));
-        assert_eq!(params.get("job"), Some("a%2"));
-    }
 
     #[test]
     fn json_bodies_naming_a_key_twice_are_refused_at_any_depth() {
@@ -419,16 +305,6 @@ mod tests {
         ] {
             let error = parse(text).expect_err("refused").to_string();
             assert!(error.contains("appears twice"), "{text}: {error}");
-        }
-    }
-
-    #[test]
-    fn unknown_repeated_and_out_of_range_parameters_are_refused() {
-        assert!(Params::parse(Some("colour=red"), &["limit"]).is_err());
-        assert!(Params::parse(Some("limit=1&limit=2"), &["limit"]).is_err());
-        for bad in ["0", "1001", "-1", "ten", ""] {
-            let params = Params::parse(Some(&format!("limit={bad}")), &["limit"]).expect("parses");
-            assert!(params.limit().is_err(), "{bad}");
         }
     }
 }

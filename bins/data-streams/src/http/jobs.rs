@@ -7,7 +7,8 @@ use axum::Json;
 use newsflow_core::{JobId, JobSpec, JobState};
 use tokio::sync::oneshot;
 
-use super::error::{AppError, ErrorBody, JsonBody, Params};
+use super::error::{AppError, ErrorBody, JsonBody};
+use super::params::Params;
 use super::views::{JobList, JobView};
 use super::AppState;
 use crate::state::IngestCommand;

@@ -2,7 +2,8 @@
 //! requests that never reach a handler.
 //!
 //! # Layout
-//! - [`error`]: `AppError`, the JSON body extractor and query parameter parsing.
+//! - [`error`]: `AppError` and the JSON body extractor.
+//! - [`params`]: query parameters, checked against what a route accepts.
 //! - [`jobs`]: create, list, read, start, stop, delete.
 //! - [`articles`]: latest complete batch, batches, one batch's articles, the feed.
 //! - [`ops`]: health, readiness, metrics, dead letters, OpenAPI.
@@ -15,8 +16,12 @@ pub mod error;
 pub mod jobs;
 pub mod openapi;
 pub mod ops;
+pub mod params;
 pub mod serve;
 pub mod views;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

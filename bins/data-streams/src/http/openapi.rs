@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::OpenApi;
 
 /// The `POST /jobs` body. Parsing is done by `JobSpec::from_create_request`; this type only
 /// describes it (a test keeps the two in step).
@@ -37,39 +38,85 @@ pub struct CreateJobBody {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "newsflow data-streams", description = "Jobs that fetch NewsAPI on a schedule, and the latest complete batch of each."),
+    info(
+        title = "newsflow data-streams",
+        description = "Jobs that fetch NewsAPI on a schedule, and the latest complete batch of each."
+    ),
     paths(
-        super::jobs::create, super::jobs::list, super::jobs::get, super::jobs::start, super::jobs::stop, super::jobs::delete,
-        super::articles::latest, super::articles::batches, super::articles::of_batch, super::articles::feed,
-        super::ops::healthz, super::ops::readyz, super::ops::metrics, super::ops::dead_letters,
+        super::jobs::create,
+        super::jobs::list,
+        super::jobs::get,
+        super::jobs::start,
+        super::jobs::stop,
+        super::jobs::delete,
+        super::articles::latest,
+        super::articles::batches,
+        super::articles::of_batch,
+        super::articles::feed,
+        super::ops::healthz,
+        super::ops::readyz,
+        super::ops::metrics,
+        super::ops::dead_letters,
         super::ops::openapi,
     ),
-    components(schemas(super::error::ErrorBody, CreateJobBody)),
-    modifiers(&BearerAuth),
-    security(("bearer" = [])),
+    components(schemas(super::error::ErrorBody, CreateJobBody))
 )]
 struct ApiDoc;
 
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-/// The document as JSON, built once.
-pub fn document() -> &'static str {
-    static DOCUMENT: OnceLock<String> = OnceLock::new();
-    DOCUMENT.get_or_init(|| {
-        ApiDoc::openapi()
+/// The document as JSON, built once for each of the two ways data-streams runs: with
+/// `--api-token` every route but the ones annotated otherwise (`/healthz`) declares the bearer
+/// scheme; without one, no security is declared at all, since none is asked for.
+pub fn document(token_required: bool) -> &'static str {
+    static WITH_TOKEN: OnceLock<String> = OnceLock::new();
+    static OPEN: OnceLock<String> = OnceLock::new();
+    let cell = if token_required { &WITH_TOKEN } else { &OPEN };
+    cell.get_or_init(|| {
+        build(token_required)
             .to_json()
             .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     })
+}
+
+fn build(token_required: bool) -> utoipa::openapi::OpenApi {
+    let mut openapi = ApiDoc::openapi();
+    if token_required {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                BEARER,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+    for item in openapi.paths.paths.values_mut() {
+        for operation in operations(item) {
+            if !token_required {
+                operation.security = None;
+            } else if operation.security.is_none() {
+                operation.security =
+                    Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+            }
+        }
+    }
+    openapi
+}
+
+/// The name of the bearer scheme in `components.securitySchemes`.
+const BEARER: &str = "bearer";
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 #[cfg(test)]
@@ -78,7 +125,7 @@ mod tests {
 
     #[test]
     fn every_contract_route_is_documented() {
-        let doc: serde_json::Value = serde_json::from_str(document()).expect("valid JSON");
+        let doc: serde_json::Value = serde_json::from_str(document(false)).expect("valid JSON");
         let paths = doc["paths"].as_object().expect("paths");
         for route in [
             "/jobs",
@@ -105,7 +152,7 @@ mod tests {
 
     #[test]
     fn the_create_body_schema_matches_what_the_parser_accepts() {
-        let doc: serde_json::Value = serde_json::from_str(document()).expect("valid JSON");
+        let doc: serde_json::Value = serde_json::from_str(document(false)).expect("valid JSON");
         let properties = doc["components"]["schemas"]["CreateJobBody"]["properties"]
             .as_object()
             .expect("properties");

@@ -8,7 +8,8 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 
-use super::error::{AppError, ErrorBody, Params};
+use super::error::{AppError, ErrorBody};
+use super::params::Params;
 use super::AppState;
 use crate::store::DeadLetter;
 
@@ -150,9 +151,9 @@ pub async fn dead_letters(
 /// The OpenAPI document, generated from the handlers and types.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops",
     responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json"), (status = 401, body = ErrorBody)))]
-pub async fn openapi() -> impl IntoResponse {
+pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::document(),
+        super::openapi::document(state.shared.api_token.is_some()),
     )
 }

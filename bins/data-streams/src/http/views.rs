@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use newsflow_core::batch::markerless_status;
 use newsflow_core::{BatchId, BatchStatus, Endpoint, ErrorInfo, JobState};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use crate::store::{BatchRecord, JobRecord, JobStatus, LastError, LatestBatch, WorkerRef};
@@ -164,75 +165,162 @@ pub struct BatchList {
     pub next_cursor: Option<String>,
 }
 
-/// The shape of an articles page (documentation; the body is assembled from stored bytes).
-#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ArticlesPage {
+/// A page of a batch's articles.
+// The articles are the stored JSON (written by ingest from typed `Article`s), embedded as raw
+// values: checked to be JSON but not parsed into a `Value` again, so a page costs a scan and a
+// copy per article, not a rebuild. (Doc comments here become the OpenAPI descriptions.)
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ArticlesPage<'a> {
     /// The job.
     pub job_id: String,
     /// The batch shown, or null when the job has no complete batch yet.
     pub batch: Option<BatchView>,
     /// The batch's articles, in seq order.
-    pub articles: Vec<newsflow_core::Article>,
+    #[schema(value_type = Vec<newsflow_core::Article>)]
+    pub articles: Vec<&'a RawValue>,
     /// The cursor of the next page; null at the end.
     pub next_cursor: Option<String>,
+}
+
+impl<'a> ArticlesPage<'a> {
+    /// A page over stored article JSON; an article that is not JSON is a broken store.
+    pub fn new(
+        job_id: &str,
+        batch: Option<BatchView>,
+        stored: &'a [sled::IVec],
+        next_cursor: Option<String>,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            job_id: job_id.to_owned(),
+            batch,
+            articles: raw_articles(stored)?,
+            next_cursor,
+        })
+    }
+
+    /// The response body.
+    pub fn to_body(&self) -> Result<Vec<u8>, serde_json::Error> {
+        to_body(self, stored_len(&self.articles) + 512)
+    }
 }
 
 /// The shape of `GET /articles`.
-#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct FeedPage {
+// Over stored article JSON, as `ArticlesPage`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FeedPage<'a> {
     /// Newest first, unique by URL.
-    pub articles: Vec<newsflow_core::Article>,
+    #[schema(value_type = Vec<newsflow_core::Article>)]
+    pub articles: Vec<&'a RawValue>,
     /// The cursor of the next page; null at the end.
     pub next_cursor: Option<String>,
 }
 
-/// Writes `{"job_id":..,"batch":..,"articles":[..],"next_cursor":..}` from stored article JSON,
-/// without parsing the articles again.
-pub fn articles_page_body(
-    job_id: &str,
-    batch: Option<&BatchView>,
-    articles: &[sled::IVec],
-    next_cursor: Option<&str>,
-) -> Vec<u8> {
-    let size: usize = articles.iter().map(|a| a.len() + 1).sum();
-    let mut body = Vec::with_capacity(size + 512);
-    body.extend_from_slice(b"{\"job_id\":");
-    write_json(&mut body, &job_id);
-    body.extend_from_slice(b",\"batch\":");
-    write_json(&mut body, &batch);
-    body.extend_from_slice(b",\"articles\":");
-    write_array(&mut body, articles);
-    body.extend_from_slice(b",\"next_cursor\":");
-    write_json(&mut body, &next_cursor);
-    body.push(b'}');
-    body
-}
-
-/// Writes `{"articles":[..],"next_cursor":..}`.
-pub fn feed_page_body(articles: &[sled::IVec], next_cursor: Option<&str>) -> Vec<u8> {
-    let size: usize = articles.iter().map(|a| a.len() + 1).sum();
-    let mut body = Vec::with_capacity(size + 64);
-    body.extend_from_slice(b"{\"articles\":");
-    write_array(&mut body, articles);
-    body.extend_from_slice(b",\"next_cursor\":");
-    write_json(&mut body, &next_cursor);
-    body.push(b'}');
-    body
-}
-
-fn write_array(body: &mut Vec<u8>, items: &[sled::IVec]) {
-    body.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(item);
+impl<'a> FeedPage<'a> {
+    /// A page over stored article JSON; an article that is not JSON is a broken store.
+    pub fn new(
+        stored: &'a [sled::IVec],
+        next_cursor: Option<String>,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self {
+            articles: raw_articles(stored)?,
+            next_cursor,
+        })
     }
-    body.push(b']');
+
+    /// The response body.
+    pub fn to_body(&self) -> Result<Vec<u8>, serde_json::Error> {
+        to_body(self, stored_len(&self.articles) + 64)
+    }
 }
 
-fn write_json<T: Serialize>(body: &mut Vec<u8>, value: &T) {
-    if serde_json::to_writer(&mut *body, value).is_err() {
-        body.extend_from_slice(b"null");
+/// Borrows each stored article as a raw JSON value: validated, neither copied nor parsed.
+fn raw_articles(stored: &[sled::IVec]) -> Result<Vec<&RawValue>, serde_json::Error> {
+    stored
+        .iter()
+        .map(|article| serde_json::from_slice::<&RawValue>(article))
+        .collect()
+}
+
+fn stored_len(articles: &[&RawValue]) -> usize {
+    articles.iter().map(|a| a.get().len() + 1).sum()
+}
+
+/// Serializes into a buffer sized for the page up front: pages run to hundreds of kilobytes,
+/// and growing by doubling would copy them several times.
+fn to_body<T: Serialize>(page: &T, capacity: usize) -> Result<Vec<u8>, serde_json::Error> {
+    let mut body = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut body, page)?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored article JSON with escapes a re-serialization would rewrite (`\u00e9`, `\/`,
+    /// `1.50`): it must reach the client byte for byte.
+    fn stored() -> Vec<sled::IVec> {
+        vec![
+            sled::IVec::from(&br#"{"title":"caf\u00e9 \"q\"","url":"https:\/\/a.example\/1","n":[1.50,null,true]}"#[..]),
+            sled::IVec::from(&br#"{"title":null}"#[..]),
+        ]
+    }
+
+    fn batch() -> BatchView {
+        BatchView {
+            id: "01KAHB4N3JQ0S9PZ3B0V5W6X7Y".to_owned(),
+            status: BatchStatus::Complete,
+            article_count: 2,
+            started_at: time::macros::datetime!(2026-11-20 08:00:00 UTC),
+            completed_at: Some(time::macros::datetime!(2026-11-20 08:00:05 UTC)),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn an_articles_page_is_the_fixture_byte_for_byte_with_stored_articles_verbatim() {
+        let stored = stored();
+        let page = ArticlesPage::new("btc", Some(batch()), &stored, Some("AAEC".to_owned()))
+            .expect("stored articles are JSON");
+        let body = page.to_body().expect("serializes");
+        let expected = concat!(
+            r#"{"job_id":"btc","#,
+            r#""batch":{"id":"01KAHB4N3JQ0S9PZ3B0V5W6X7Y","status":"complete","article_count":2,"#,
+            r#""started_at":"2026-11-20T08:00:00Z","completed_at":"2026-11-20T08:00:05Z","error":null},"#,
+            r#""articles":[{"title":"caf\u00e9 \"q\"","url":"https:\/\/a.example\/1","n":[1.50,null,true]},"#,
+            r#"{"title":null}],"#,
+            r#""next_cursor":"AAEC"}"#,
+        );
+        assert_eq!(String::from_utf8(body).expect("UTF-8"), expected);
+    }
+
+    #[test]
+    fn an_empty_articles_page_and_a_feed_page_are_their_fixtures_byte_for_byte() {
+        let empty = ArticlesPage::new("btc", None, &[], None)
+            .and_then(|page| page.to_body())
+            .expect("serializes");
+        assert_eq!(
+            String::from_utf8(empty).expect("UTF-8"),
+            r#"{"job_id":"btc","batch":null,"articles":[],"next_cursor":null}"#
+        );
+        let stored = stored();
+        let feed = FeedPage::new(&stored, None)
+            .and_then(|page| page.to_body())
+            .expect("serializes");
+        assert_eq!(
+            String::from_utf8(feed).expect("UTF-8"),
+            concat!(
+                r#"{"articles":[{"title":"caf\u00e9 \"q\"","url":"https:\/\/a.example\/1","n":[1.50,null,true]},"#,
+                r#"{"title":null}],"next_cursor":null}"#
+            )
+        );
+    }
+
+    #[test]
+    fn a_stored_article_that_is_not_json_is_an_error_not_a_broken_page() {
+        let stored = vec![sled::IVec::from(&b"{\"title\":"[..])];
+        assert!(FeedPage::new(&stored, None).is_err());
+        let trailing = vec![sled::IVec::from(&b"{} {}"[..])];
+        assert!(ArticlesPage::new("btc", None, &trailing, None).is_err());
     }
 }
