@@ -289,6 +289,7 @@ fn apply_group(
     ingest: &mut Ingest,
     settings: &ConsumerSettings,
 ) -> Vec<Outcome> {
+    let _call = shared.store.watched("ingest apply");
     let mut outcomes = Vec::with_capacity(group.len());
     for message in group {
         let (stream_seq, delivered) = message

@@ -166,7 +166,6 @@ impl Ingest {
     /// Applies one parsed message (not a poison one), which the stream holds at `stream_seq`.
     /// Not durable until the store is flushed.
     pub fn apply(&mut self, parsed: Parsed, stream_seq: u64) -> anyhow::Result<Applied> {
-        let _call = self.store.watched("ingest apply");
         match parsed {
             Parsed::Article {
                 job,
