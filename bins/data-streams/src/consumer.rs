@@ -177,7 +177,7 @@ async fn settle(in_flight: &mut Option<tokio::task::JoinHandle<()>>) {
 
 /// Pulls the stream with the durable consumer until `shutdown`: binds it (retrying), and hands
 /// the writer groups of up to [`MAX_GROUP`] messages, each gathered for at most
-/// [`GROUP_WINDOW`] once its first message is in, so a backlog is committed in large groups.
+/// `GROUP_WINDOW` once its first message is in, so a backlog is committed in large groups.
 pub async fn pull(
     stream: jetstream::stream::Stream,
     shared: Arc<Shared>,

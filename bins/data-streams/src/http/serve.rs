@@ -23,7 +23,7 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `app` on `listener` until `shutdown`, then stops accepting and lets each connection
-/// finish its request in hand (at most [`DRAIN_WITHIN`]).
+/// finish its request in hand (at most `DRAIN_WITHIN`).
 pub async fn serve(
     listener: TcpListener,
     app: Router,

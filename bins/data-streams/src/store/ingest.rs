@@ -1,112 +1,20 @@
-//! The one writer of stream data: turns stream messages into stored batches, promotes complete
-//! batches, keeps poison messages, and deletes jobs between message groups.
+//! The one writer of stream data: turns stream messages into stored batches and promotes
+//! complete batches (what it sets aside or deletes is in `removal`).
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use newsflow_core::{
-    ArticleMessage, BatchId, BatchMarker, BatchStatus, JobId, JobSpec, JobState, MarkerStatus,
-    Promotion,
+    BatchId, BatchMarker, BatchStatus, JobId, JobSpec, JobState, MarkerStatus, Promotion,
 };
-use newsflow_nats::subjects::{self, DataKind};
+use newsflow_nats::subjects;
 
+use super::feed::{hex_id, rev_time, FeedFields};
+pub use super::parse::{parse, Parsed, MAX_SEQ};
 use super::{
-    article_key, batch_key, decode, encode, job_prefix, prefix_end, BatchRecord, DeadLetter,
-    JobRecord, JobStatus, LastError, LatestBatch, MarkerRecord, Store,
+    article_key, batch_key, decode, encode, job_prefix, prefix_end, BatchRecord, JobRecord,
+    JobStatus, LastError, LatestBatch, MarkerRecord, Store,
 };
-
-/// The largest seq accepted from the stream (10 pages of 100 is 1,000; external publishers get
-/// room, but not enough to make a marker's count scan unbounded).
-pub const MAX_SEQ: u32 = 100_000;
-/// How many poison messages are kept; older ones are dropped first.
-const MAX_DEAD_LETTERS: usize = 10_000;
-const MAX_DEAD_LETTER_PAYLOAD: usize = 4096;
-
-/// A stream message, understood.
-#[derive(Debug)]
-pub enum Parsed {
-    /// An article of a batch.
-    Article {
-        /// The job.
-        job: JobId,
-        /// The batch.
-        batch: BatchId,
-        /// Its place in the batch.
-        seq: u32,
-        /// The article as the HTTP API serves it, serialized once here.
-        json: Vec<u8>,
-    },
-    /// A batch's end marker.
-    Marker {
-        /// The marker.
-        marker: BatchMarker,
-        /// The job's spec, when the publisher attached it.
-        spec: Option<JobSpec>,
-    },
-    /// Not something this stream should hold.
-    Poison(String),
-}
-
-/// Parses one stream message: subject first, then the payload, which must agree with it.
-pub fn parse(subject: &str, spec_header: Option<&str>, payload: &[u8]) -> Parsed {
-    let Some(data) = subjects::parse_data(subject) else {
-        return Parsed::Poison(
-            "subject is not news.articles.<job_id>.<batch_id> or news.batches.<job_id>.<batch_id>"
-                .to_owned(),
-        );
-    };
-    match data.kind {
-        DataKind::Article => {
-            let message: ArticleMessage = match serde_json::from_slice(payload) {
-                Ok(message) => message,
-                Err(e) => return Parsed::Poison(format!("article payload is not valid: {e}")),
-            };
-            let mut article = message.article;
-            if article.job_id != data.job || article.batch_id != data.batch {
-                return Parsed::Poison(
-                    "article's job_id/batch_id disagree with its subject".to_owned(),
-                );
-            }
-            if message.seq >= MAX_SEQ {
-                return Parsed::Poison(format!(
-                    "article seq {} is above the limit {MAX_SEQ}",
-                    message.seq
-                ));
-            }
-            article.id = newsflow_core::ArticleId::from_url(&article.url);
-            match serde_json::to_vec(&article) {
-                Ok(json) => Parsed::Article {
-                    job: data.job,
-                    batch: data.batch,
-                    seq: message.seq,
-                    json,
-                },
-                Err(e) => Parsed::Poison(format!("article cannot be re-encoded: {e}")),
-            }
-        }
-        DataKind::Marker => {
-            let marker: BatchMarker = match serde_json::from_slice(payload) {
-                Ok(marker) => marker,
-                Err(e) => return Parsed::Poison(format!("marker payload is not valid: {e}")),
-            };
-            if marker.job_id != data.job || marker.batch_id != data.batch {
-                return Parsed::Poison(
-                    "marker's job_id/batch_id disagree with its subject".to_owned(),
-                );
-            }
-            if marker.article_count > MAX_SEQ {
-                return Parsed::Poison(format!(
-                    "marker article_count {} is above the limit {MAX_SEQ}",
-                    marker.article_count
-                ));
-            }
-            let spec = spec_header
-                .and_then(|text| serde_json::from_str::<JobSpec>(text).ok())
-                .filter(|spec| spec.id() == &marker.job_id);
-            Parsed::Marker { marker, spec }
-        }
-    }
-}
 
 /// What applying a message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,16 +32,16 @@ pub enum Applied {
 
 /// The ingest writer's state.
 pub struct Ingest {
-    store: Store,
-    tombstones: HashMap<JobId, u64>,
+    pub(super) store: Store,
+    pub(super) tombstones: HashMap<JobId, u64>,
     /// Batches known to be stored, with the article count of their `complete` marker once
     /// there is one: no article at or past that seq is ever stored.
-    known_batches: HashMap<Vec<u8>, Option<u32>>,
+    pub(super) known_batches: HashMap<Vec<u8>, Option<u32>>,
     /// Batches whose `complete` marker arrived before all their articles: after a restart,
     /// JetStream redelivers the unacknowledged articles only once their ack wait is over, after
     /// newer messages (the marker among them). Each late article re-checks its batch.
-    awaiting_articles: HashSet<Vec<u8>>,
-    dead_letter_count: usize,
+    pub(super) awaiting_articles: HashSet<Vec<u8>>,
+    pub(super) dead_letter_count: usize,
 }
 
 impl Ingest {
@@ -501,129 +409,6 @@ impl Ingest {
         }
         Ok(())
     }
-
-    /// Keeps a poison message for inspection.
-    pub fn dead_letter(
-        &mut self,
-        stream_seq: u64,
-        subject: &str,
-        reason: &str,
-        payload: &[u8],
-    ) -> anyhow::Result<()> {
-        self.keep_dead_letter(
-            stream_seq.to_be_bytes().to_vec(),
-            stream_seq,
-            subject,
-            reason,
-            payload,
-        )
-    }
-
-    /// Keeps a dead letter under `key` (the stream seq, and for an article refused when its
-    /// marker came, the article's seq after it), dropping the oldest beyond the cap.
-    fn keep_dead_letter(
-        &mut self,
-        key: Vec<u8>,
-        stream_seq: u64,
-        subject: &str,
-        reason: &str,
-        payload: &[u8],
-    ) -> anyhow::Result<()> {
-        let cut = &payload[..payload.len().min(MAX_DEAD_LETTER_PAYLOAD)];
-        let letter = DeadLetter {
-            stream_seq,
-            subject: subject.chars().take(512).collect(),
-            reason: reason.chars().take(1024).collect(),
-            payload: String::from_utf8_lossy(cut).into_owned(),
-            at: newsflow_core::now_utc(),
-        };
-        if self
-            .store
-            .dead_letters
-            .insert(key, encode(&letter)?)
-            .context("keeping a poison message")?
-            .is_none()
-        {
-            self.dead_letter_count += 1;
-        }
-        while self.dead_letter_count > MAX_DEAD_LETTERS {
-            if self
-                .store
-                .dead_letters
-                .pop_min()
-                .context("trimming poison messages")?
-                .is_none()
-            {
-                break;
-            }
-            self.dead_letter_count -= 1;
-        }
-        Ok(())
-    }
-
-    /// Deletes a job and everything stored for it, and drops its stream data from batches
-    /// that started before now. Flushed before returning.
-    pub async fn delete_job(&mut self, job: &JobId) -> anyhow::Result<bool> {
-        let deleted_at =
-            u64::try_from(newsflow_core::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-        self.store
-            .tombstones
-            .insert(job.as_str(), &deleted_at.to_be_bytes())
-            .context("writing a tombstone")?;
-        self.tombstones.insert(job.clone(), deleted_at);
-        let prefix = job_prefix(job);
-        for (tree, what) in [
-            (&self.store.batches, "batches"),
-            (&self.store.articles, "articles"),
-        ] {
-            for key in tree.range(prefix.clone()..prefix_end(&prefix)).keys() {
-                tree.remove(key.with_context(|| format!("listing a job's {what}"))?)
-                    .with_context(|| format!("deleting a job's {what}"))?;
-            }
-        }
-        for entry in self
-            .store
-            .feed_ref
-            .range(prefix.clone()..prefix_end(&prefix))
-        {
-            let (ref_key, feed_key) = entry.context("listing a job's feed entries")?;
-            self.store
-                .feed
-                .remove(feed_key)
-                .context("deleting a feed entry")?;
-            self.store
-                .feed_ref
-                .remove(ref_key)
-                .context("deleting a feed reference")?;
-        }
-        self.known_batches
-            .retain(|key, _| !key.starts_with(&prefix));
-        self.awaiting_articles
-            .retain(|key| !key.starts_with(&prefix));
-        for key in self
-            .store
-            .awaiting
-            .range(prefix.clone()..prefix_end(&prefix))
-            .keys()
-        {
-            self.store
-                .awaiting
-                .remove(key.context("listing a job's batches awaiting articles")?)
-                .context("deleting a batch awaiting articles")?;
-        }
-        self.store
-            .job_status
-            .remove(job.as_str())
-            .context("deleting a job status")?;
-        let existed = self
-            .store
-            .jobs
-            .remove(job.as_str())
-            .context("deleting a job")?
-            .is_some();
-        self.store.flush().await?;
-        Ok(existed)
-    }
 }
 
 /// Whether a recorded marker said `complete` but found articles missing.
@@ -663,206 +448,4 @@ fn complete_count(record: &BatchRecord) -> Option<u32> {
 
 fn awaits_articles(marker: &MarkerRecord) -> bool {
     marker.said == MarkerStatus::Complete && marker.status == BatchStatus::Incomplete
-}
-
-/// Order-preserving map of a signed time to an unsigned key, reversed so newer sorts first.
-pub(super) fn rev_time(unix_secs: i64) -> u64 {
-    u64::MAX - (unix_secs as u64 ^ (1 << 63))
-}
-
-/// The inverse of [`rev_time`].
-pub(super) fn from_rev_time(rev: u64) -> i64 {
-    ((u64::MAX - rev) ^ (1 << 63)) as i64
-}
-
-/// The fields of a stored article the feed is keyed by, read without decoding the rest.
-#[derive(serde::Deserialize)]
-struct FeedFields<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    published_at: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    fetched_at: std::borrow::Cow<'a, str>,
-}
-
-impl FeedFields<'_> {
-    /// The time the feed orders by, newest first: publication time, or fetch time when the
-    /// publisher gave none (Unix seconds).
-    fn sort_time(&self) -> i64 {
-        let parse = |text: &str| {
-            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
-        };
-        self.published_at
-            .as_deref()
-            .and_then(parse)
-            .or_else(|| parse(&self.fetched_at))
-            .map_or(0, |t| t.unix_timestamp())
-    }
-}
-
-fn hex_id(text: &str) -> anyhow::Result<[u8; 16]> {
-    let text = text.as_bytes();
-    let mut out = [0u8; 16];
-    anyhow::ensure!(text.len() == 32, "an article id is not 32 hex digits");
-    for (i, pair) in text.chunks(2).enumerate() {
-        let s = std::str::from_utf8(pair).context("article id")?;
-        out[i] = u8::from_str_radix(s, 16).context("article id")?;
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn reversed_times_sort_newest_first_and_round_trip() {
-        for (older, newer) in [(-5i64, 3i64), (0, 1), (1_700_000_000, 1_800_000_000)] {
-            assert!(rev_time(newer) < rev_time(older));
-            assert_eq!(from_rev_time(rev_time(older)), older);
-        }
-    }
-
-    #[test]
-    fn garbage_and_mismatched_messages_are_poison() {
-        let batch = BatchId::generate();
-        assert!(matches!(
-            parse("news.other.x", None, b"{}"),
-            Parsed::Poison(_)
-        ));
-        assert!(matches!(
-            parse(&format!("news.articles.j.{batch}"), None, b"not json"),
-            Parsed::Poison(_)
-        ));
-        assert!(matches!(
-            parse(&format!("news.batches.j.{batch}"), None, b"{\"job_id\":1}"),
-            Parsed::Poison(_)
-        ));
-        let other = BatchId::generate();
-        let marker = format!(
-            r#"{{"job_id":"j","batch_id":"{other}","status":"complete","article_count":0,"started_at":"2026-11-20T08:00:00Z","finished_at":"2026-11-20T08:00:01Z","error":null}}"#
-        );
-        assert!(matches!(
-            parse(&format!("news.batches.j.{batch}"), None, marker.as_bytes()),
-            Parsed::Poison(_)
-        ));
-    }
-
-    /// A stream message: mostly the stream's subject shapes and payloads whose job and batch
-    /// agree with the subject, with fields replaced by arbitrary values; sometimes anything.
-    fn message() -> impl Strategy<Value = (String, Vec<u8>)> {
-        let kind = prop_oneof![
-            6 => proptest::sample::select(vec!["articles", "batches"]),
-            1 => proptest::sample::select(vec!["ctl", "", "articles.x", "Articles"]),
-        ];
-        let job = prop_oneof![
-            6 => "[a-z0-9][a-z0-9_-]{0,8}",
-            1 => ".{0,10}",
-        ];
-        let batch = prop_oneof![
-            6 => any::<u128>().prop_map(|n| ulid::Ulid(n).to_string()),
-            1 => "[0-9A-Za-z]{0,30}",
-        ];
-        let value = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<i64>().prop_map(serde_json::Value::from),
-            any::<u32>().prop_map(serde_json::Value::from),
-            (MAX_SEQ - 2..MAX_SEQ + 2).prop_map(serde_json::Value::from),
-            any::<f64>().prop_map(serde_json::Value::from),
-            ".{0,20}".prop_map(serde_json::Value::from),
-            Just(serde_json::json!({"id":null,"name":"x"})),
-            Just(serde_json::json!({"code":"c","message":"m"})),
-            Just(serde_json::json!("2026-11-20T08:00:00Z")),
-            Just(serde_json::json!("https://example.com/a")),
-            proptest::sample::select(vec!["complete", "failed", "in_progress"])
-                .prop_map(serde_json::Value::from),
-        ];
-        let field = proptest::sample::select(vec![
-            "id",
-            "job_id",
-            "batch_id",
-            "source",
-            "author",
-            "title",
-            "description",
-            "url",
-            "url_to_image",
-            "published_at",
-            "content",
-            "fetched_at",
-            "seq",
-            "status",
-            "article_count",
-            "started_at",
-            "finished_at",
-            "error",
-            "extra",
-        ]);
-        let structured = (
-            kind,
-            job,
-            batch,
-            any::<bool>(),
-            proptest::collection::vec((field, value), 0..3),
-        )
-            .prop_map(|(kind, job, batch, is_article, changes)| {
-                let mut base = if is_article {
-                    serde_json::json!({
-                        "id":"00000000000000000000000000000000","job_id":job,"batch_id":batch,
-                        "source":{"id":null,"name":"n"},"author":null,"title":"t",
-                        "description":null,"url":"https://example.com/a","url_to_image":null,
-                        "published_at":null,"content":null,"fetched_at":"2026-11-20T08:00:00Z",
-                        "seq":0
-                    })
-                } else {
-                    serde_json::json!({
-                        "job_id":job,"batch_id":batch,"status":"complete","article_count":1,
-                        "started_at":"2026-11-20T08:00:00Z",
-                        "finished_at":"2026-11-20T08:00:01Z","error":null
-                    })
-                };
-                for (name, value) in changes {
-                    base[name] = value;
-                }
-                let payload = serde_json::to_vec(&base).unwrap_or_default();
-                (format!("news.{kind}.{job}.{batch}"), payload)
-            });
-        prop_oneof![
-            3 => structured,
-            1 => (".{0,60}", proptest::collection::vec(any::<u8>(), 0..256)),
-        ]
-    }
-
-    proptest! {
-        /// The stream-message parser on arbitrary subjects, payloads and spec headers: never
-        /// panics, and an article it accepts belongs to the subject's job and batch.
-        #[test]
-        fn arbitrary_stream_messages_never_panic_the_parser(
-            (subject, payload) in message(),
-            header in proptest::option::of(prop_oneof![
-                ".{0,40}",
-                Just(r#"{"id":"j","endpoint":"everything","params":{"q":"x"},"interval_secs":1,"max_pages":1,"page_size":1}"#.to_owned()),
-            ]),
-        ) {
-            match parse(&subject, header.as_deref(), &payload) {
-                Parsed::Article { job, batch, seq, json } => {
-                    let data = subjects::parse_data(&subject).expect("an accepted subject parses");
-                    prop_assert_eq!(&job, &data.job);
-                    prop_assert_eq!(batch, data.batch);
-                    prop_assert!(seq < MAX_SEQ);
-                    let article: newsflow_core::Article = serde_json::from_slice(&json).expect("stored JSON re-parses");
-                    prop_assert_eq!(article.id, newsflow_core::ArticleId::from_url(&article.url));
-                }
-                Parsed::Marker { marker, spec } => {
-                    prop_assert!(marker.article_count <= MAX_SEQ);
-                    if let Some(spec) = spec {
-                        prop_assert_eq!(spec.id(), &marker.job_id);
-                    }
-                }
-                Parsed::Poison(reason) => prop_assert!(!reason.is_empty()),
-            }
-        }
-    }
 }

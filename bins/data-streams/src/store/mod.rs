@@ -12,14 +12,27 @@
 //! - `dead_letters`: `stream_seq(8)` → a poison message kept for inspection.
 //! - `awaiting_batches`: `job\0batch(16)` → (), batches whose complete marker came before all
 //!   their articles (few; read at start-up instead of scanning every batch).
+//!
+//! # Layout
+//! - [`durability`]: the one flusher thread (group commit for every writer) and the stall watch.
+//! - [`parse`]: stream messages understood, or poison.
+//! - [`ingest`]: the writer of stream data: batches, markers, promotion, late articles.
+//! - `removal`: dead letters, and deleting a job with everything stored for it.
+//! - `feed`: the cross-job feed's keys.
+//! - `jobs`: job records, written by the API and the reconciler.
+//! - `read`: the API's reads.
+//! - `records`: the stored records.
 
 pub mod durability;
+mod feed;
 pub mod ingest;
 mod jobs;
 #[cfg(test)]
 mod late_articles;
+pub mod parse;
 mod read;
 mod records;
+mod removal;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use std::ops::Bound;
 use anyhow::Context as _;
 use newsflow_core::{Article, BatchId, JobId};
 
-use super::ingest::from_rev_time;
+use super::feed::from_rev_time;
 use super::{article_key, batch_key, decode, job_prefix, prefix_end, BatchRecord, Store};
 
 /// A page of stored article JSON values, and the key the next page starts after.
