@@ -175,3 +175,53 @@ async fn two_authorization_headers_are_a_bad_request() {
     let head = read_head(&mut stream, Duration::from_secs(5)).await;
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_beyond_the_in_flight_bound_get_503_overloaded_while_probes_still_answer() {
+    let mut system = System::builder().without_data_streams().start().await;
+    let hold = system.dir().join("hold-flushes");
+    let hold_arg = hold.display().to_string();
+    system
+        .start_data_streams_with(&[
+            "--max-in-flight",
+            "2",
+            "--test-hold-flushes-while",
+            &hold_arg,
+        ])
+        .await;
+    let api = system.api();
+    std::fs::write(&hold, b"").expect("creating the hold file");
+    // Two creates wait on a held flush and fill the bound.
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                api.create_job(
+                    &serde_json::json!({"id": format!("held-{i}"), "params": {"q": "x"}}),
+                )
+                .await
+                .0
+            })
+        })
+        .collect();
+    let (status, body) =
+        newsflow_tests::wait_for(Duration::from_secs(10), "a 503 overloaded", || {
+            let api = api.clone();
+            async move {
+                let (status, body) = api.get("/jobs").await;
+                (status == StatusCode::SERVICE_UNAVAILABLE).then_some((status, body))
+            }
+        })
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    let (probe, _) = api.get("/healthz").await;
+    assert_eq!(probe, StatusCode::OK, "probes are exempt from the bound");
+
+    std::fs::remove_file(&hold).expect("releasing the flushes");
+    for create in held {
+        assert_eq!(create.await.expect("joins"), StatusCode::CREATED);
+    }
+    let (status, _) = api.get("/jobs").await;
+    assert_eq!(status, StatusCode::OK);
+}
