@@ -619,8 +619,9 @@ mod tests {
     #[test]
     fn keep_batches_accepts_one_to_a_thousand_and_stays_absent_when_not_chosen() {
         for count in [1u64, 20, 1000] {
-            let spec = JobSpec::from_create_request(&json!({"params":{"q":"x"},"keep_batches":count}))
-                .expect("valid");
+            let spec =
+                JobSpec::from_create_request(&json!({"params":{"q":"x"},"keep_batches":count}))
+                    .expect("valid");
             assert_eq!(spec.keep_batches().map(u64::from), Some(count));
         }
         let unchosen = JobSpec::from_create_request(&json!({"params":{"q":"x"}})).expect("valid");

@@ -46,14 +46,20 @@ mod tests {
     use super::*;
 
     fn batches(n: u64) -> Vec<BatchId> {
-        (0..n).rev().map(|i| BatchId::from_parts(1_000 * (i + 1), 0)).collect()
+        (0..n)
+            .rev()
+            .map(|i| BatchId::from_parts(1_000 * (i + 1), 0))
+            .collect()
     }
 
     #[test]
     fn only_batches_past_the_newest_keep_are_pruned() {
         let all = batches(5);
         let keep = KeepBatches::new(3).expect("valid");
-        assert_eq!(batches_to_prune(&all, keep, Some(all[0])), all[3..].to_vec());
+        assert_eq!(
+            batches_to_prune(&all, keep, Some(all[0])),
+            all[3..].to_vec()
+        );
         assert!(batches_to_prune(&all[..3], keep, None).is_empty());
     }
 
@@ -70,7 +76,10 @@ mod tests {
         let minute = Interval::from_secs(60).expect("valid");
         let hour = Interval::from_secs(3600).expect("valid");
         assert_eq!(abandon_after(Some(minute), None), MIN_ABANDON_AFTER);
-        assert_eq!(abandon_after(Some(hour), None), Duration::from_secs(3 * 3600));
+        assert_eq!(
+            abandon_after(Some(hour), None),
+            Duration::from_secs(3 * 3600)
+        );
         assert_eq!(abandon_after(None, None), MIN_ABANDON_AFTER);
         let two = Duration::from_secs(2);
         assert_eq!(abandon_after(Some(hour), Some(two)), two);

@@ -83,7 +83,9 @@ async fn a_job_keeps_its_newest_batches_and_its_latest_complete_one() {
     let system = System::builder().start().await;
     let api = system.api();
     let job = api
-        .create_job_ok(&json!({"id":"kept","params":{"q":"kept"},"interval_secs":3600,"keep_batches":2}))
+        .create_job_ok(
+            &json!({"id":"kept","params":{"q":"kept"},"interval_secs":3600,"keep_batches":2}),
+        )
         .await;
     assert_eq!(job["keep_batches"], 2);
     let bus = system.bus().await;
@@ -103,14 +105,20 @@ async fn a_job_keeps_its_newest_batches_and_its_latest_complete_one() {
     failed(&bus, "kept", second_failure).await;
     failed(&bus, "kept", third_failure).await;
 
-    wait_for_batches(&api, "kept", &[third_failure, second_failure, complete_batch]).await;
-    assert_eq!(feed_batches(&api, "kept").await, vec![complete_batch.to_string()]);
+    wait_for_batches(
+        &api,
+        "kept",
+        &[third_failure, second_failure, complete_batch],
+    )
+    .await;
+    assert_eq!(
+        feed_batches(&api, "kept").await,
+        vec![complete_batch.to_string()]
+    );
     let latest = api.latest("kept").await;
     assert_eq!(latest["batch"]["id"], complete_batch.to_string());
     assert_eq!(latest["articles"].as_array().map(Vec::len), Some(3));
-    let (status, _) = api
-        .get(&format!("/jobs/kept/batches/{old}/articles"))
-        .await;
+    let (status, _) = api.get(&format!("/jobs/kept/batches/{old}/articles")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "a pruned batch is gone");
 }
 
@@ -189,8 +197,10 @@ async fn a_batch_whose_marker_never_comes_is_abandoned_and_loses_its_articles() 
 async fn a_kill_while_pruning_a_large_batch_leaves_nothing_half_deleted() {
     let mut system = System::builder().start().await;
     let api = system.api();
-    api.create_job_ok(&json!({"id":"big","params":{"q":"big"},"interval_secs":3600,"keep_batches":1}))
-        .await;
+    api.create_job_ok(
+        &json!({"id":"big","params":{"q":"big"},"interval_secs":3600,"keep_batches":1}),
+    )
+    .await;
     let bus = system.bus().await;
     let base = now_ms();
     let (large, small) = (batch_at(base, 0), batch_at(base, 10));
@@ -234,8 +244,12 @@ async fn produce(api: &Api, bus: &Bus, base: u64, from: u64, until: u64) {
     for n in from..until {
         let batch = batch_at(base, n * 1000);
         complete(bus, "flat", batch, 100).await;
-        api.wait_for_latest("flat", Some(&batch_at(base, n * 1000 - 1).to_string()), WITHIN)
-            .await;
+        api.wait_for_latest(
+            "flat",
+            Some(&batch_at(base, n * 1000 - 1).to_string()),
+            WITHIN,
+        )
+        .await;
     }
 }
 
@@ -243,8 +257,10 @@ async fn produce(api: &Api, bus: &Bus, base: u64, from: u64, until: u64) {
 async fn the_data_directory_stays_flat_while_a_job_keeps_three_batches() {
     let system = System::builder().start().await;
     let api = system.api();
-    api.create_job_ok(&json!({"id":"flat","params":{"q":"flat"},"interval_secs":1,"keep_batches":3}))
-        .await;
+    api.create_job_ok(
+        &json!({"id":"flat","params":{"q":"flat"},"interval_secs":1,"keep_batches":3}),
+    )
+    .await;
     let bus = system.bus().await;
     let base = now_ms();
     let started = Instant::now();

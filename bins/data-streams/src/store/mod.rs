@@ -32,13 +32,13 @@ pub mod ingest;
 mod jobs;
 #[cfg(test)]
 mod late_articles;
-#[cfg(test)]
-mod retention_tests;
 pub mod parse;
 mod read;
 mod records;
 mod removal;
 pub mod retention;
+#[cfg(test)]
+mod retention_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,11 +48,11 @@ use newsflow_core::{BatchId, JobId};
 
 pub use durability::{CallGuard, Stall, StallWatch};
 pub use ingest::{Ingest, Parsed};
-pub use retention::Retention;
 pub use read::{ArticlePage, FeedFilter};
 pub use records::{
     BatchRecord, DeadLetter, JobRecord, JobStatus, LastError, LatestBatch, MarkerRecord, WorkerRef,
 };
+pub use retention::Retention;
 
 /// The store's trees.
 #[derive(Clone)]

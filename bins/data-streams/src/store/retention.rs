@@ -154,7 +154,11 @@ impl Ingest {
         };
         let mut ref_key = job_prefix(job);
         ref_key.extend_from_slice(&id);
-        let Some(feed_key) = self.store.feed_ref.get(&ref_key).context("reading a feed ref")?
+        let Some(feed_key) = self
+            .store
+            .feed_ref
+            .get(&ref_key)
+            .context("reading a feed ref")?
         else {
             return Ok(());
         };
@@ -231,7 +235,12 @@ impl Ingest {
         for (job, batch, mut record) in abandoned {
             let key = batch_key(&job, batch);
             let mut deleted = false;
-            for article_key in self.store.articles.range(key.clone()..prefix_end(&key)).keys() {
+            for article_key in self
+                .store
+                .articles
+                .range(key.clone()..prefix_end(&key))
+                .keys()
+            {
                 self.store
                     .articles
                     .remove(article_key.context("listing an abandoned batch's articles")?)

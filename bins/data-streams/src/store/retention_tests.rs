@@ -84,7 +84,10 @@ fn batches(store: &Store) -> Vec<BatchId> {
 
 fn article_count(store: &Store) -> usize {
     let prefix = job_prefix(&job());
-    store.articles.range(prefix.clone()..prefix_end(&prefix)).count()
+    store
+        .articles
+        .range(prefix.clone()..prefix_end(&prefix))
+        .count()
 }
 
 fn feed_titles(store: &Store) -> Vec<String> {
@@ -109,8 +112,18 @@ async fn pruning_keeps_the_newest_batches_and_the_latest_complete_one() {
     let store = Store::open(dir.path()).expect("opens");
     create_job(&store, Some(2));
     let mut ingest = Ingest::new(store.clone()).expect("starts");
-    let old = batch(&mut ingest, 1_000, &["a", "shared"], Some(MarkerStatus::Complete));
-    let complete = batch(&mut ingest, 2_000, &["b", "shared"], Some(MarkerStatus::Complete));
+    let old = batch(
+        &mut ingest,
+        1_000,
+        &["a", "shared"],
+        Some(MarkerStatus::Complete),
+    );
+    let complete = batch(
+        &mut ingest,
+        2_000,
+        &["b", "shared"],
+        Some(MarkerStatus::Complete),
+    );
     batch(&mut ingest, 3_000, &["c"], Some(MarkerStatus::Failed));
     let failed = batch(&mut ingest, 4_000, &["d"], Some(MarkerStatus::Failed));
     let newest = batch(&mut ingest, 5_000, &["e"], Some(MarkerStatus::Failed));
@@ -153,20 +166,32 @@ async fn a_prune_interrupted_after_its_first_deletion_is_finished_at_start_up() 
         let store = Store::open(dir.path()).expect("opens");
         create_job(&store, Some(1));
         let mut ingest = Ingest::new(store.clone()).expect("starts");
-        old = batch(&mut ingest, 1_000, &["a", "b", "c"], Some(MarkerStatus::Complete));
+        old = batch(
+            &mut ingest,
+            1_000,
+            &["a", "b", "c"],
+            Some(MarkerStatus::Complete),
+        );
         batch(&mut ingest, 2_000, &["d"], Some(MarkerStatus::Complete));
         // What a crash leaves after the pruning mark and the batch record's deletion.
         store
             .pruning
             .insert(batch_key(&job(), old), &[])
             .expect("writes");
-        store.batches.remove(batch_key(&job(), old)).expect("writes");
+        store
+            .batches
+            .remove(batch_key(&job(), old))
+            .expect("writes");
         store.flush().await.expect("flushes");
     }
     let store = Store::open(dir.path()).expect("opens again");
     let mut ingest = Ingest::new(store.clone()).expect("starts again");
 
-    assert_eq!(article_count(&store), 1, "no orphan articles of the pruned batch");
+    assert_eq!(
+        article_count(&store),
+        1,
+        "no orphan articles of the pruned batch"
+    );
     assert_eq!(feed_titles(&store), vec!["d"]);
     ingest.prune_due().await.expect("finishes");
     assert_eq!(store.pruning.len(), 0);
