@@ -8,13 +8,14 @@ use serde_json::{Map, Value};
 use crate::{Endpoint, JobId, NewsQuery, ValidationError};
 
 /// The fields the `POST /jobs` body may have; any other is refused.
-pub const CREATE_FIELDS: [&str; 6] = [
+pub const CREATE_FIELDS: [&str; 7] = [
     "id",
     "endpoint",
     "params",
     "interval_secs",
     "max_pages",
     "page_size",
+    "keep_batches",
 ];
 
 /// How often a job runs: 1 second to 1 day.
@@ -136,6 +137,45 @@ impl From<PageSize> for u64 {
     }
 }
 
+/// How many of a job's newest batches the store keeps: 1 to 1000. Older ones are deleted with
+/// their articles (the latest complete batch always stays), so a job's disk use is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct KeepBatches(u16);
+
+impl KeepBatches {
+    /// The default of data-streams' `--keep-batches`.
+    pub const DEFAULT: Self = Self(20);
+    const MAX: u64 = 1000;
+
+    /// Parses a batch count.
+    pub fn new(count: u64) -> Result<Self, ValidationError> {
+        if (1..=Self::MAX).contains(&count) {
+            Ok(Self(count as u16))
+        } else {
+            Err(out_of_range("keep_batches", count, 1, Self::MAX))
+        }
+    }
+
+    /// The batch count.
+    pub fn get(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl TryFrom<u64> for KeepBatches {
+    type Error = ValidationError;
+    fn try_from(count: u64) -> Result<Self, Self::Error> {
+        Self::new(count)
+    }
+}
+
+impl From<KeepBatches> for u64 {
+    fn from(count: KeepBatches) -> Self {
+        u64::from(count.0)
+    }
+}
+
 fn out_of_range(field: &str, value: impl std::fmt::Display, min: u64, max: u64) -> ValidationError {
     ValidationError::new(
         field,
@@ -156,7 +196,8 @@ pub enum JobState {
 }
 
 /// Everything a worker needs to run a job. Serialized as the contract's job fields
-/// (`id, endpoint, params, interval_secs, max_pages, page_size`); deserializing re-checks every
+/// (`id, endpoint, params, interval_secs, max_pages, page_size`, and `keep_batches` when the
+/// job chose one); deserializing re-checks every
 /// rule, so a spec read from the network or the disk is as trustworthy as one built here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RawSpec", into = "RawSpec")]
@@ -166,6 +207,9 @@ pub struct JobSpec {
     interval: Interval,
     max_pages: MaxPages,
     page_size: PageSize,
+    /// `None` when the job did not choose: data-streams' `--keep-batches` then applies, so a
+    /// later change of that flag reaches every job that left it to the default.
+    keep_batches: Option<KeepBatches>,
 }
 
 impl JobSpec {
@@ -188,6 +232,10 @@ impl JobSpec {
     /// How many articles a page asks for.
     pub fn page_size(&self) -> PageSize {
         self.page_size
+    }
+    /// How many batches the job chose to keep; `None` leaves it to data-streams' default.
+    pub fn keep_batches(&self) -> Option<KeepBatches> {
+        self.keep_batches
     }
 
     /// Parses the `POST /jobs` body. Every field but `params` is optional; unknown fields are
@@ -240,6 +288,9 @@ impl JobSpec {
                 .map_or(Ok(MaxPages::DEFAULT), MaxPages::new)?,
             page_size: integer(fields, "page_size")?
                 .map_or(Ok(PageSize::DEFAULT), PageSize::new)?,
+            keep_batches: integer(fields, "keep_batches")?
+                .map(KeepBatches::new)
+                .transpose()?,
         })
     }
 }
@@ -288,6 +339,8 @@ struct RawSpec {
     interval_secs: u64,
     max_pages: u64,
     page_size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keep_batches: Option<u64>,
 }
 
 impl TryFrom<RawSpec> for JobSpec {
@@ -299,6 +352,7 @@ impl TryFrom<RawSpec> for JobSpec {
             interval: Interval::from_secs(raw.interval_secs)?,
             max_pages: MaxPages::new(raw.max_pages)?,
             page_size: PageSize::new(raw.page_size)?,
+            keep_batches: raw.keep_batches.map(KeepBatches::new).transpose()?,
         })
     }
 }
@@ -317,6 +371,7 @@ impl From<JobSpec> for RawSpec {
             interval_secs: spec.interval.secs(),
             max_pages: u64::from(spec.max_pages),
             page_size: u64::from(spec.page_size),
+            keep_batches: spec.keep_batches.map(u64::from),
         }
     }
 }
@@ -341,12 +396,13 @@ mod tests {
         assert_eq!(spec.interval().secs(), 300);
         assert_eq!(spec.max_pages().get(), 1);
         assert_eq!(spec.page_size().get(), 100);
+        assert_eq!(spec.keep_batches(), None);
         assert!(spec.id().as_str().starts_with("job-"));
     }
 
     #[test]
     fn a_full_body_round_trips_through_the_wire_form() {
-        let body = json!({"id":"bitcoin","endpoint":"top-headlines","params":{"country":"us"},"interval_secs":60,"max_pages":3,"page_size":20});
+        let body = json!({"id":"bitcoin","endpoint":"top-headlines","params":{"country":"us"},"interval_secs":60,"max_pages":3,"page_size":20,"keep_batches":7});
         let spec = JobSpec::from_create_request(&body).expect("valid");
         let wire = serde_json::to_value(&spec).expect("serializes");
         assert_eq!(wire, body);
@@ -381,6 +437,8 @@ mod tests {
             ("max_pages", json!(11)),
             ("page_size", json!(101)),
             ("page_size", json!(-1)),
+            ("keep_batches", json!(0)),
+            ("keep_batches", json!(1001)),
         ] {
             assert_eq!(
                 code(json!({"params":{"q":"x"}, field: bad})),
@@ -556,6 +614,26 @@ mod tests {
                 prop_assert_eq!(back, spec);
             }
         }
+    }
+
+    #[test]
+    fn keep_batches_accepts_one_to_a_thousand_and_stays_absent_when_not_chosen() {
+        for count in [1u64, 20, 1000] {
+            let spec =
+                JobSpec::from_create_request(&json!({"params":{"q":"x"},"keep_batches":count}))
+                    .expect("valid");
+            assert_eq!(spec.keep_batches().map(u64::from), Some(count));
+        }
+        let unchosen = JobSpec::from_create_request(&json!({"params":{"q":"x"}})).expect("valid");
+        let wire = serde_json::to_value(&unchosen).expect("serializes");
+        assert!(wire.get("keep_batches").is_none(), "{wire}");
+    }
+
+    #[test]
+    fn a_wire_spec_from_before_keep_batches_still_parses() {
+        let wire = json!({"id":"a","endpoint":"everything","params":{"q":"x"},"interval_secs":1,"max_pages":1,"page_size":1});
+        let spec: JobSpec = serde_json::from_value(wire).expect("parses");
+        assert_eq!(spec.keep_batches(), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`batch`]: batch markers, batch status and the latest-complete promotion rule.
 //! - [`newsapi`]: defensive parsing and classification of NewsAPI responses.
 //! - [`retry`]: capped exponential backoff with jitter and `Retry-After` parsing.
+//! - [`retention`]: which of a job's batches the store deletes, and when a batch is abandoned.
 //! - [`schedule`]: when a job runs next, and how late a run was.
 //! - [`ownership`]: which worker runs a job: heartbeat and reconciliation decisions, time passed in.
 //! - [`cursor`]: opaque list cursors.
@@ -24,6 +25,7 @@ pub mod job;
 pub mod newsapi;
 pub mod ownership;
 pub mod query;
+pub mod retention;
 pub mod retry;
 pub mod schedule;
 pub mod secret;
@@ -32,7 +34,7 @@ pub use article::{Article, ArticleMessage, Source};
 pub use batch::{BatchMarker, BatchStatus, ErrorInfo, MarkerStatus, Promotion};
 pub use error::ValidationError;
 pub use ids::{ArticleId, BatchId, JobId};
-pub use job::{Interval, JobSpec, JobState, MaxPages, PageSize};
+pub use job::{Interval, JobSpec, JobState, KeepBatches, MaxPages, PageSize};
 pub use query::{Endpoint, NewsQuery};
 pub use secret::Secret;
 

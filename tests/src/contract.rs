@@ -9,13 +9,14 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// The fields of a Job.
-pub const JOB_FIELDS: [&str; 12] = [
+pub const JOB_FIELDS: [&str; 13] = [
     "id",
     "endpoint",
     "params",
     "interval_secs",
     "max_pages",
     "page_size",
+    "keep_batches",
     "state",
     "worker",
     "latest_batch",
@@ -157,6 +158,7 @@ pub fn assert_job(job: &Value) {
         ("interval_secs", 86_400),
         ("max_pages", 10),
         ("page_size", 100),
+        ("keep_batches", 1000),
     ] {
         let n = job[field].as_u64().unwrap_or(0);
         assert!(

@@ -132,6 +132,16 @@ async fn settings_that_can_never_work_exit_with_status_2_and_one_line_at_once() 
             vec!["--heartbeat-ms", "zero"],
             "--heartbeat-ms",
         ),
+        (
+            Program::DataStreams,
+            ds(&["--keep-batches", "1001"]),
+            "--keep-batches",
+        ),
+        (
+            Program::DataStreams,
+            ds(&["--abandon-after-secs", "0"]),
+            "--abandon-after-secs",
+        ),
     ];
     for (program, args, needle) in &cases {
         let (code, stderr) = refused(&scratch, *program, args).await;

@@ -225,6 +225,7 @@ async fn the_document_describes_every_route_method_body_and_error_of_the_server(
             "endpoint",
             "id",
             "interval_secs",
+            "keep_batches",
             "max_pages",
             "page_size",
             "params"

@@ -10,6 +10,7 @@ use newsflow_nats::stream::StreamSettings;
 use newsflow_runtime::logging::LogFormat;
 
 use crate::control::ControlSettings;
+use crate::store::Retention;
 
 /// data-streams: newsflow's HTTP API over a durable JetStream consumer and a sled store.
 #[derive(Debug, clap::Parser)]
@@ -66,6 +67,14 @@ pub struct Cli {
     /// keep-alive connection idle this long.
     #[arg(long, env = "DS_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
+    /// How many of its newest batches a job keeps when its spec does not say (1 to 1000); older
+    /// batches and their articles are deleted (the latest complete one always stays).
+    #[arg(long, env = "DS_KEEP_BATCHES", default_value_t = 20)]
+    pub keep_batches: u64,
+    /// A batch whose marker has not come this long after it started is abandoned: incomplete,
+    /// its articles deleted. Default: three of its job's intervals, at least 10 minutes.
+    #[arg(long, env = "DS_ABANDON_AFTER_SECS")]
+    pub abandon_after_secs: Option<u64>,
     /// Test hook: every store flush is held while this file exists (shows the watchdog).
     #[arg(long, env = "DS_TEST_HOLD_FLUSHES_WHILE", hide = true)]
     pub test_hold_flushes_while: Option<PathBuf>,
@@ -105,6 +114,8 @@ pub struct Config {
     pub store_stall: Duration,
     /// Test hook: flushes are held while this file exists.
     pub hold_flushes_while: Option<PathBuf>,
+    /// What jobs keep, and when a markerless batch is abandoned.
+    pub retention: Retention,
 }
 
 impl Config {
@@ -140,6 +151,12 @@ impl Config {
             cli.max_body_bytes >= 1024,
             "--max-body-bytes must be at least 1024"
         );
+        let default_keep = newsflow_core::KeepBatches::new(cli.keep_batches)
+            .map_err(|_| anyhow::anyhow!("--keep-batches must be 1 to 1000"))?;
+        anyhow::ensure!(
+            cli.abandon_after_secs != Some(0),
+            "--abandon-after-secs must be at least 1"
+        );
         let config = Self {
             nats: NatsConfig::try_from(cli.nats)?,
             data_dir: cli.data_dir,
@@ -163,6 +180,10 @@ impl Config {
             },
             store_stall: Duration::from_secs(cli.store_stall_secs),
             hold_flushes_while: cli.test_hold_flushes_while,
+            retention: Retention {
+                default_keep,
+                abandon_after: cli.abandon_after_secs.map(Duration::from_secs),
+            },
         };
         Ok((config, cli.http_addr, cli.log_format))
     }

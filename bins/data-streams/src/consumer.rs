@@ -135,6 +135,8 @@ pub struct Writer {
     pub shared: Arc<Shared>,
     /// The consumer's settings (delivery cap).
     pub settings: ConsumerSettings,
+    /// How often batches whose marker never came are looked for.
+    pub sweep_every: Duration,
 }
 
 impl Writer {
@@ -144,12 +146,23 @@ impl Writer {
     /// articles before it to become visible.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut in_flight = None;
+        // Prunes a crash interrupted are finished before anything else.
+        self.retain().await;
+        let mut sweep = tokio::time::interval(self.sweep_every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 Some(command) = self.commands.recv() => {
                     execute(command, &mut self.ingest, &self.shared).await;
+                }
+                _ = sweep.tick() => {
+                    let now_ms = u64::try_from(newsflow_core::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                    if let Err(error) = self.ingest.sweep_abandoned(now_ms) {
+                        tracing::error!(error = format!("{error:#}"), "could not look for abandoned batches");
+                    }
+                    self.retain().await;
                 }
                 group = self.groups.recv() => {
                     let Some(group) = group else { break };
@@ -158,11 +171,31 @@ impl Writer {
                     // covers every write applied before it, this group's included.
                     settle(&mut in_flight).await;
                     in_flight = Some(tokio::spawn(flush_then_ack(group, outcomes, self.shared.clone())));
+                    self.retain().await;
                 }
             }
         }
         settle(&mut in_flight).await;
         Ok(())
+    }
+}
+
+impl Writer {
+    /// Deletes the batches jobs no longer keep (after markers or abandoned batches), and
+    /// forgets their cached pages. A failure is logged; the batches are pruned after the
+    /// job's next marker instead.
+    async fn retain(&mut self) {
+        match self.ingest.prune_due().await {
+            Ok(pruned) => {
+                for (job, batch) in &pruned {
+                    self.shared.cache.forget_batch(job, *batch);
+                }
+                Metrics::add(&self.shared.metrics.batches_pruned, pruned.len() as u64);
+            }
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "could not prune old batches");
+            }
+        }
     }
 }
 

@@ -63,7 +63,7 @@ pub async fn run(
         store.flush().await?;
         tracing::info!("store cleared of stream data; it will be rebuilt from the stream");
     }
-    let ingest = Ingest::new(store.clone())?;
+    let ingest = Ingest::new(store.clone())?.with_retention(config.retention);
     let (commands_tx, commands) = mpsc::channel(64);
     let shared = Arc::new(Shared {
         store,
@@ -77,6 +77,7 @@ pub async fn run(
         in_flight: tokio::sync::Semaphore::new(config.http.max_in_flight),
         store_stalled: OnceLock::new(),
         dead_task: OnceLock::new(),
+        default_keep_batches: config.retention.default_keep,
     });
     watch_for_stalls(Arc::downgrade(&shared), config.store_stall)?;
     let limits = config.http;
@@ -92,6 +93,7 @@ pub async fn run(
         groups,
         shared: shared.clone(),
         settings: ConsumerSettings::default(),
+        sweep_every: sweep_period(config.retention.abandon_after),
     };
     supervisor.spawn("store writer", writer.run(shutdown.clone()));
     supervisor.spawn(
@@ -141,6 +143,15 @@ const STALL_EXIT_AFTER: Duration = Duration::from_secs(2);
 /// Watches the store's calls from a plain thread, which keeps running when every async worker
 /// is stuck in the store: a call older than `limit` marks the process not ready, is logged
 /// with what it holds up, and ends the process with [`EXIT_STORE_STALLED`].
+/// How often the writer looks for abandoned batches: often enough that an operator's
+/// `--abandon-after-secs` is honoured within about half of it, and twice a minute by default
+/// (the default abandon time is at least 10 minutes).
+fn sweep_period(abandon_after: Option<Duration>) -> Duration {
+    abandon_after.map_or(Duration::from_secs(30), |after| {
+        (after / 2).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    })
+}
+
 fn watch_for_stalls(shared: Weak<Shared>, limit: Duration) -> anyhow::Result<()> {
     let every = (limit / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
     std::thread::Builder::new()

@@ -42,6 +42,8 @@ pub struct Shared {
     pub store_stalled: OnceLock<String>,
     /// Which background task died, and how, once one did (the process is stopping).
     pub dead_task: OnceLock<String>,
+    /// What a job that did not choose `keep_batches` keeps (job views show the effective value).
+    pub default_keep_batches: newsflow_core::KeepBatches,
 }
 
 impl Shared {
@@ -86,6 +88,8 @@ pub struct Metrics {
     pub commands_failed: AtomicU64,
     /// Read responses served from the batch cache.
     pub cache_hits: AtomicU64,
+    /// Batches deleted by retention (beyond their job's `keep_batches`).
+    pub batches_pruned: AtomicU64,
 }
 
 impl Metrics {
@@ -94,9 +98,19 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `n`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The Prometheus exposition text, plus the gauges given.
     pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
+            (
+                "newsflow_batches_pruned_total",
+                "Batches deleted with their articles because their job keeps newer ones.",
+                &self.batches_pruned,
+            ),
             (
                 "newsflow_articles_stored_total",
                 "Articles written to the store.",
@@ -233,6 +247,14 @@ impl BatchCache {
             pages.clear();
         }
         pages.insert(key, body);
+    }
+
+    /// Forgets the pages of a batch retention deleted.
+    pub fn forget_batch(&self, job: &JobId, batch: newsflow_core::BatchId) {
+        self.pages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|key, _| !(&key.job == job && key.batch == batch));
     }
 
     /// Forgets a deleted job's pages.

@@ -100,6 +100,7 @@ mod tests {
             in_flight: tokio::sync::Semaphore::new(1),
             store_stalled: Default::default(),
             dead_task: Default::default(),
+            default_keep_batches: newsflow_core::KeepBatches::DEFAULT,
         })
     }
 

@@ -258,6 +258,9 @@ fn out_of_range() -> Vec<Refusal> {
         ("page_size 0", "page_size", json!(0)),
         ("page_size 101", "page_size", json!(101)),
         ("page_size -1", "page_size", json!(-1)),
+        ("keep_batches 0", "keep_batches", json!(0)),
+        ("keep_batches 1001", "keep_batches", json!(1001)),
+        ("keep_batches -3", "keep_batches", json!(-3)),
     ]
     .into_iter()
     .map(|(what, field, value)| {
@@ -509,5 +512,5 @@ fn every_create_body_breaking_a_rule_is_refused_naming_its_field_code_and_what_t
         cases.len(),
         failures.join("\n")
     );
-    assert_eq!(cases.len(), 75, "the whole table of refused create bodies");
+    assert_eq!(cases.len(), 78, "the whole table of refused create bodies");
 }

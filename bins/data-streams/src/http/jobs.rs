@@ -21,7 +21,11 @@ pub fn path_job(raw: &str) -> Result<JobId, AppError> {
 
 fn view(state: &AppState, record: JobRecord) -> Result<JobView, AppError> {
     let status = state.shared.store.job_status(record.spec.id())?;
-    Ok(JobView::new(record, status))
+    Ok(JobView::new(
+        record,
+        status,
+        state.shared.default_keep_batches,
+    ))
 }
 
 fn load(state: &AppState, id: &JobId) -> Result<JobRecord, AppError> {

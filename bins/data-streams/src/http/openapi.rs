@@ -34,6 +34,11 @@ pub struct CreateJobBody {
     /// Articles per page, default 100.
     #[schema(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
+    /// How many of its newest batches the job keeps (of any status; its latest complete batch
+    /// always stays); older ones are deleted with their articles. Default: data-streams'
+    /// `--keep-batches` (20), which then also applies after that flag changes.
+    #[schema(minimum = 1, maximum = 1000)]
+    keep_batches: Option<u32>,
 }
 
 #[derive(OpenApi)]

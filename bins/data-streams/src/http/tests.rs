@@ -80,6 +80,7 @@ impl Api {
             in_flight: tokio::sync::Semaphore::new(16),
             store_stalled: OnceLock::new(),
             dead_task: OnceLock::new(),
+            default_keep_batches: newsflow_core::KeepBatches::DEFAULT,
         });
         let control = Arc::new(Control::new(ControlSettings {
             worker_timeout: Duration::from_secs(15),

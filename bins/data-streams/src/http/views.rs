@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use newsflow_core::batch::markerless_status;
-use newsflow_core::{BatchId, BatchStatus, Endpoint, ErrorInfo, JobState};
+use newsflow_core::{BatchId, BatchStatus, Endpoint, ErrorInfo, JobState, KeepBatches};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -25,6 +25,9 @@ pub struct JobView {
     pub max_pages: u64,
     /// Articles per page.
     pub page_size: u64,
+    /// How many of its newest batches the job keeps: its own choice, else the service's
+    /// `--keep-batches`.
+    pub keep_batches: u64,
     /// Desired state.
     pub state: JobState,
     /// The worker that acknowledged it, when one has.
@@ -45,7 +48,7 @@ pub struct JobView {
 
 impl JobView {
     /// Joins what the API owns with what ingest learned.
-    pub fn new(record: JobRecord, status: JobStatus) -> Self {
+    pub fn new(record: JobRecord, status: JobStatus, default_keep: KeepBatches) -> Self {
         let spec = &record.spec;
         Self {
             id: spec.id().to_string(),
@@ -54,6 +57,7 @@ impl JobView {
             interval_secs: spec.interval().secs(),
             max_pages: u64::from(spec.max_pages().get()),
             page_size: u64::from(spec.page_size().get()),
+            keep_batches: u64::from(spec.keep_batches().unwrap_or(default_keep)),
             state: record.state,
             worker: record.worker,
             latest_batch: status.latest,
@@ -132,12 +136,16 @@ impl BatchView {
                 },
             },
             None => {
-                let status = markerless_status(
-                    id,
-                    context.newest.unwrap_or(id),
-                    context.latest,
-                    context.running,
-                );
+                let status = if record.abandoned {
+                    BatchStatus::Incomplete
+                } else {
+                    markerless_status(
+                        id,
+                        context.newest.unwrap_or(id),
+                        context.latest,
+                        context.running,
+                    )
+                };
                 Self {
                     id: id.to_string(),
                     status,

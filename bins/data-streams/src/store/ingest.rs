@@ -42,6 +42,14 @@ pub struct Ingest {
     /// newer messages (the marker among them). Each late article re-checks its batch.
     pub(super) awaiting_articles: HashSet<Vec<u8>>,
     pub(super) dead_letter_count: usize,
+    /// How many batches a job keeps, and when a markerless batch is abandoned.
+    pub(super) retention: super::Retention,
+    /// Jobs that received a marker since retention last ran: their oldest batches may now be
+    /// beyond what they keep.
+    pub(super) prune_due: HashSet<JobId>,
+    /// Batches whose pruning a crash interrupted (`pruning` tree keys): their data is deleted
+    /// again at start-up, and their marker removed once that is durable.
+    pub(super) interrupted_prunes: Vec<Vec<u8>>,
 }
 
 impl Ingest {
@@ -62,13 +70,18 @@ impl Ingest {
         for key in store.awaiting.iter().keys() {
             awaiting_articles.insert(key.context("reading batches awaiting articles")?.to_vec());
         }
-        Ok(Self {
+        let mut ingest = Self {
             store,
             tombstones,
             known_batches: HashMap::new(),
             awaiting_articles,
             dead_letter_count,
-        })
+            retention: super::Retention::default(),
+            prune_due: HashSet::new(),
+            interrupted_prunes: Vec::new(),
+        };
+        ingest.finish_interrupted_prunes()?;
+        Ok(ingest)
     }
 
     /// Applies one parsed message (not a poison one), which the stream holds at `stream_seq`.
@@ -159,6 +172,7 @@ impl Ingest {
                     encode(&BatchRecord {
                         started_at,
                         marker: None,
+                        abandoned: false,
                     })?,
                 )
                 .context("storing a batch")?;
@@ -241,6 +255,7 @@ impl Ingest {
                 finished_at: marker.finished_at,
                 error: marker.error.clone(),
             }),
+            abandoned: false,
         };
         let key = batch_key(job, marker.batch_id);
         self.remember_batch(key.clone(), complete_count(&record));
@@ -297,6 +312,7 @@ impl Ingest {
         if let Some(spec) = spec {
             self.recreate_lost_job(spec, marker)?;
         }
+        self.prune_due.insert(job.clone());
         Ok(Applied::Marker(decision, job.clone()))
     }
 
@@ -426,7 +442,7 @@ impl Ingest {
     }
 
     /// Forgets a batch that no longer awaits articles.
-    fn stop_awaiting(&mut self, key: &[u8]) -> anyhow::Result<()> {
+    pub(super) fn stop_awaiting(&mut self, key: &[u8]) -> anyhow::Result<()> {
         if self.awaiting_articles.remove(key) {
             self.store
                 .awaiting

@@ -12,12 +12,15 @@
 //! - `dead_letters`: `stream_seq(8)` → a poison message kept for inspection.
 //! - `awaiting_batches`: `job\0batch(16)` → (), batches whose complete marker came before all
 //!   their articles (few; read at start-up instead of scanning every batch).
+//! - `pruning`: `job\0batch(16)` → (), batches retention is deleting: written and flushed
+//!   before the first deletion, removed after the last is flushed, finished at start-up.
 //!
 //! # Layout
 //! - [`durability`]: the one flusher thread (group commit for every writer) and the stall watch.
 //! - [`parse`]: stream messages understood, or poison.
 //! - [`ingest`]: the writer of stream data: batches, markers, promotion, late articles.
 //! - `removal`: dead letters, and deleting a job with everything stored for it.
+//! - [`retention`]: pruning a job's batches beyond its `keep_batches`, abandoning markerless ones.
 //! - `feed`: the cross-job feed's keys.
 //! - `jobs`: job records, written by the API and the reconciler.
 //! - `read`: the API's reads.
@@ -33,6 +36,9 @@ pub mod parse;
 mod read;
 mod records;
 mod removal;
+pub mod retention;
+#[cfg(test)]
+mod retention_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +52,7 @@ pub use read::{ArticlePage, FeedFilter};
 pub use records::{
     BatchRecord, DeadLetter, JobRecord, JobStatus, LastError, LatestBatch, MarkerRecord, WorkerRef,
 };
+pub use retention::Retention;
 
 /// The store's trees.
 #[derive(Clone)]
@@ -60,6 +67,7 @@ pub struct Store {
     tombstones: sled::Tree,
     dead_letters: sled::Tree,
     awaiting: sled::Tree,
+    pruning: sled::Tree,
     job_lock: Arc<std::sync::Mutex<()>>,
     flusher: durability::Flusher,
     watch: Arc<StallWatch>,
@@ -100,6 +108,7 @@ impl Store {
             tombstones: tree("tombstones")?,
             dead_letters: tree("dead_letters")?,
             awaiting: tree("awaiting_batches")?,
+            pruning: tree("pruning")?,
             db,
             job_lock: Default::default(),
             flusher,
@@ -133,6 +142,7 @@ impl Store {
             &self.feed_ref,
             &self.dead_letters,
             &self.awaiting,
+            &self.pruning,
         ] {
             tree.clear().context("clearing a sled tree for a rebuild")?;
         }

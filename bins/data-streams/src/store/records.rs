@@ -78,6 +78,10 @@ pub struct BatchRecord {
     pub started_at: OffsetDateTime,
     /// The marker, once it came.
     pub marker: Option<MarkerRecord>,
+    /// No marker came in time (its worker died): the batch is incomplete and its articles
+    /// were deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
 }
 
 /// What a batch's marker said, and what was decided.
