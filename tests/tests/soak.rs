@@ -57,23 +57,27 @@ async fn kill_cycles_lose_and_duplicate_nothing_and_readers_never_see_a_partial_
         .start()
         .await;
     let mut api = system.api();
+    // The audit compares every batch in the stream with data-streams: the soak's jobs keep
+    // them all (retention has its own suite).
     api.create_job_ok(&json!({
-        "id":"soak-a","params":{"q":"bitcoin"},"interval_secs":1,"max_pages":4,"page_size":20
+        "id":"soak-a","params":{"q":"bitcoin"},"interval_secs":1,"max_pages":4,"page_size":20,"keep_batches":1000
     }))
     .await;
     api.create_job_ok(&json!({
-        "id":"soak-b","params":{"q":"ethereum"},"interval_secs":1,"max_pages":3,"page_size":20
+        "id":"soak-b","params":{"q":"ethereum"},"interval_secs":1,"max_pages":3,"page_size":20,"keep_batches":1000
     }))
     .await;
     for job in OWN_JOBS {
         // Jobs of the test's own publisher: stored, and stopped so no worker fetches them.
-        api.create_job_ok(&json!({"id":job,"params":{"q":job},"interval_secs":3600}))
-            .await;
+        api.create_job_ok(
+            &json!({"id":job,"params":{"q":job},"interval_secs":3600,"keep_batches":1000}),
+        )
+        .await;
         let (status, body) = api.post_empty(&format!("/jobs/{job}/stop")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     api.create_job_ok(
-        &json!({"id":"storm-toggle","params":{"q":"toggle"},"interval_secs":86400,"page_size":1}),
+        &json!({"id":"storm-toggle","params":{"q":"toggle"},"interval_secs":86400,"page_size":1,"keep_batches":1000}),
     )
     .await;
     let readers = BatchReader::start(api.base(), &["soak-a", "soak-b", "own-a", "own-b"]);

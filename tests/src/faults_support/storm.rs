@@ -108,7 +108,7 @@ async fn run(
             let id = format!("storm-{}", (round * PER_ROUND + i) % ID_POOL);
             let create = http
                 .post(format!("{base}/jobs"))
-                .json(&json!({"id": id, "params": {"q": "storm"}, "interval_secs": 86400, "page_size": 1}));
+                .json(&json!({"id": id, "params": {"q": "storm"}, "interval_secs": 86400, "page_size": 1, "keep_batches": 1000}));
             let action = if i % 2 == 0 { "stop" } else { "start" };
             let toggle = http.post(format!("{base}/jobs/{toggled}/{action}"));
             let read = http.get(format!("{base}/jobs?limit=20"));
