@@ -9,9 +9,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use newsflow_core::{Article, ArticleId, ArticleMessage, BatchId, BatchMarker, JobId};
-use newsflow_core::{MarkerStatus, Secret, Source};
-use newsflow_nats::subjects;
+use newsflow_core::{BatchId, JobId, Secret};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tower::ServiceExt as _;
@@ -19,8 +17,7 @@ use tower::ServiceExt as _;
 use super::{router, AppState};
 use crate::control::{Control, ControlSettings};
 use crate::state::Shared;
-use crate::store::ingest::parse;
-use crate::store::{Ingest, Store};
+use crate::store::{testing, Ingest, Store};
 
 const TOKEN: &str = "router-test-token";
 const BODY_LIMIT: usize = 4096;
@@ -137,57 +134,14 @@ fn request(method: Method, uri: &str) -> axum::http::request::Builder {
     Request::builder().method(method).uri(uri)
 }
 
-fn article(job: &JobId, batch: BatchId, seq: u32) -> Article {
-    let url = format!("https://router.example/{batch}/{seq}");
-    Article {
-        id: ArticleId::from_url(&url),
-        job_id: job.clone(),
-        batch_id: batch,
-        source: Source {
-            id: None,
-            name: Some("Router Example".to_owned()),
-        },
-        author: None,
-        title: Some(format!("article {seq}")),
-        description: None,
-        url,
-        url_to_image: None,
-        published_at: Some(newsflow_core::now_utc()),
-        content: None,
-        fetched_at: newsflow_core::now_utc(),
-    }
-}
-
 /// Writes a complete batch of `count` articles as ingest would from the stream.
 fn ingest_complete_batch(store: &Store, job: &JobId, count: u32) -> BatchId {
     let mut ingest = Ingest::new(store.clone()).expect("ingest starts");
     let batch = BatchId::generate();
     for seq in 0..count {
-        let payload = serde_json::to_vec(&ArticleMessage {
-            article: article(job, batch, seq),
-            seq,
-        })
-        .expect("serializes");
-        ingest
-            .apply(parse(&subjects::articles(job, batch), None, &payload), 0)
-            .expect("the article applies");
+        testing::apply(&mut ingest, testing::article_message(job, batch, seq));
     }
-    let marker = BatchMarker {
-        job_id: job.clone(),
-        batch_id: batch,
-        status: MarkerStatus::Complete,
-        article_count: count,
-        started_at: newsflow_core::now_utc(),
-        finished_at: newsflow_core::now_utc(),
-        error: None,
-    };
-    let payload = serde_json::to_vec(&marker).expect("serializes");
-    ingest
-        .apply(
-            parse(&subjects::batch_marker(job, batch), None, &payload),
-            0,
-        )
-        .expect("the marker applies");
+    testing::apply(&mut ingest, testing::marker_message(job, batch, count));
     batch
 }
 

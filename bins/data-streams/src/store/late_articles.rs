@@ -2,55 +2,21 @@
 //! JetStream redelivers unacknowledged messages only when their ack wait is over, after newer
 //! ones. The batch must complete once its last article arrives, even across another restart.
 
-use newsflow_core::{Article, ArticleId, ArticleMessage, BatchId, BatchMarker, BatchStatus};
-use newsflow_core::{JobId, MarkerStatus, Source};
-use newsflow_nats::subjects;
+use newsflow_core::{BatchId, BatchStatus, JobId};
 
+use super::testing::{self, apply};
 use super::{Ingest, Store};
-use crate::store::ingest::parse;
 
 fn job() -> JobId {
     JobId::parse("late").expect("valid")
 }
 
 fn article_message(batch: BatchId, seq: u32) -> (String, Vec<u8>) {
-    let url = format!("https://late.example/{batch}/{seq}");
-    let article = Article {
-        id: ArticleId::from_url(&url),
-        job_id: job(),
-        batch_id: batch,
-        source: Source::default(),
-        author: None,
-        title: Some("late".to_owned()),
-        description: None,
-        url,
-        url_to_image: None,
-        published_at: None,
-        content: None,
-        fetched_at: newsflow_core::now_utc(),
-    };
-    let payload = serde_json::to_vec(&ArticleMessage { article, seq }).expect("serializes");
-    (subjects::articles(&job(), batch), payload)
+    testing::article_message(&job(), batch, seq)
 }
 
 fn marker_message(batch: BatchId, count: u32) -> (String, Vec<u8>) {
-    let marker = BatchMarker {
-        job_id: job(),
-        batch_id: batch,
-        status: MarkerStatus::Complete,
-        article_count: count,
-        started_at: newsflow_core::now_utc(),
-        finished_at: newsflow_core::now_utc(),
-        error: None,
-    };
-    let payload = serde_json::to_vec(&marker).expect("serializes");
-    (subjects::batch_marker(&job(), batch), payload)
-}
-
-fn apply(ingest: &mut Ingest, (subject, payload): (String, Vec<u8>)) {
-    ingest
-        .apply(parse(&subject, None, &payload), 0)
-        .expect("applies");
+    testing::marker_message(&job(), batch, count)
 }
 
 fn status(store: &Store, batch: BatchId) -> BatchStatus {

@@ -39,6 +39,8 @@ mod removal;
 pub mod retention;
 #[cfg(test)]
 mod retention_tests;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
