@@ -8,7 +8,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use crate::store::{BatchRecord, JobRecord, JobStatus, LastError, LatestBatch, WorkerRef};
+use crate::store::{
+    BatchRecord, JobRecord, JobStatus, LastError, LatestBatch, StoredJson, WorkerRef,
+};
 
 /// A job, as every job route returns it.
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -195,7 +197,7 @@ impl<'a> ArticlesPage<'a> {
     pub fn new(
         job_id: &str,
         batch: Option<BatchView>,
-        stored: &'a [sled::IVec],
+        stored: &'a [StoredJson],
         next_cursor: Option<String>,
     ) -> Result<Self, serde_json::Error> {
         Ok(Self {
@@ -226,7 +228,7 @@ pub struct FeedPage<'a> {
 impl<'a> FeedPage<'a> {
     /// A page over stored article JSON; an article that is not JSON is a broken store.
     pub fn new(
-        stored: &'a [sled::IVec],
+        stored: &'a [StoredJson],
         next_cursor: Option<String>,
     ) -> Result<Self, serde_json::Error> {
         Ok(Self {
@@ -242,7 +244,7 @@ impl<'a> FeedPage<'a> {
 }
 
 /// Borrows each stored article as a raw JSON value: validated, neither copied nor parsed.
-fn raw_articles(stored: &[sled::IVec]) -> Result<Vec<&RawValue>, serde_json::Error> {
+fn raw_articles(stored: &[StoredJson]) -> Result<Vec<&RawValue>, serde_json::Error> {
     stored
         .iter()
         .map(|article| serde_json::from_slice::<&RawValue>(article))
@@ -267,10 +269,10 @@ mod tests {
 
     /// Stored article JSON with escapes a re-serialization would rewrite (`\u00e9`, `\/`,
     /// `1.50`): it must reach the client byte for byte.
-    fn stored() -> Vec<sled::IVec> {
+    fn stored() -> Vec<StoredJson> {
         vec![
-            sled::IVec::from(&br#"{"title":"caf\u00e9 \"q\"","url":"https:\/\/a.example\/1","n":[1.50,null,true]}"#[..]),
-            sled::IVec::from(&br#"{"title":null}"#[..]),
+            StoredJson::from(&br#"{"title":"caf\u00e9 \"q\"","url":"https:\/\/a.example\/1","n":[1.50,null,true]}"#[..]),
+            StoredJson::from(&br#"{"title":null}"#[..]),
         ]
     }
 
@@ -326,9 +328,9 @@ mod tests {
 
     #[test]
     fn a_stored_article_that_is_not_json_is_an_error_not_a_broken_page() {
-        let stored = vec![sled::IVec::from(&b"{\"title\":"[..])];
+        let stored = vec![StoredJson::from(&b"{\"title\":"[..])];
         assert!(FeedPage::new(&stored, None).is_err());
-        let trailing = vec![sled::IVec::from(&b"{} {}"[..])];
+        let trailing = vec![StoredJson::from(&b"{} {}"[..])];
         assert!(ArticlesPage::new("btc", None, &trailing, None).is_err());
     }
 }

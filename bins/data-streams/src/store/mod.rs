@@ -50,7 +50,7 @@ use newsflow_core::{BatchId, JobId};
 
 pub use durability::{CallGuard, Stall, StallWatch};
 pub use ingest::{Ingest, Parsed};
-pub use read::{ArticlePage, FeedFilter};
+pub use read::{ArticlePage, FeedFilter, StoredJson};
 pub use records::{
     BatchRecord, DeadLetter, JobRecord, JobStatus, LastError, LatestBatch, MarkerRecord, WorkerRef,
 };

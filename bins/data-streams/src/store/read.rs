@@ -8,11 +8,15 @@ use newsflow_core::{Article, BatchId, JobId};
 use super::feed::from_rev_time;
 use super::{article_key, batch_key, decode, job_prefix, prefix_end, BatchRecord, Store};
 
+/// A stored JSON value as the store hands it out, without a copy (the rest of data-streams
+/// never names sled).
+pub type StoredJson = sled::IVec;
+
 /// A page of stored article JSON values, and the key the next page starts after.
 #[derive(Debug, Default)]
 pub struct ArticlePage {
     /// The articles' HTTP JSON, in order.
-    pub articles: Vec<sled::IVec>,
+    pub articles: Vec<StoredJson>,
     /// Where the next page starts (exclusive), when there is one.
     pub next: Option<Vec<u8>>,
 }
