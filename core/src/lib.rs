@@ -55,3 +55,8 @@ pub fn now_utc() -> time::OffsetDateTime {
     let millis = now.millisecond();
     now.replace_millisecond(millis).unwrap_or(now)
 }
+
+/// `at` as milliseconds since the Unix epoch, the clock batch ids (ULIDs) carry; 0 before it.
+pub fn unix_ms(at: time::OffsetDateTime) -> u64 {
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}

@@ -158,7 +158,7 @@ impl Writer {
                     execute(command, &mut self.ingest, &self.shared).await;
                 }
                 _ = sweep.tick() => {
-                    let now_ms = u64::try_from(newsflow_core::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                    let now_ms = newsflow_core::unix_ms(newsflow_core::now_utc());
                     if let Err(error) = self.ingest.sweep_abandoned(now_ms) {
                         tracing::error!(error = format!("{error:#}"), "could not look for abandoned batches");
                     }
@@ -178,9 +178,7 @@ impl Writer {
         settle(&mut in_flight).await;
         Ok(())
     }
-}
 
-impl Writer {
     /// Deletes the batches jobs no longer keep (after markers or abandoned batches), and
     /// forgets their cached pages. A failure is logged; the batches are pruned after the
     /// job's next marker instead.

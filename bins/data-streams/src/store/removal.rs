@@ -74,8 +74,7 @@ impl Ingest {
     /// Deletes a job and everything stored for it, and drops its stream data from batches
     /// that started before now. Flushed before returning.
     pub async fn delete_job(&mut self, job: &JobId) -> anyhow::Result<bool> {
-        let deleted_at =
-            u64::try_from(newsflow_core::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let deleted_at = newsflow_core::unix_ms(newsflow_core::now_utc());
         self.store
             .tombstones
             .insert(job.as_str(), &deleted_at.to_be_bytes())
