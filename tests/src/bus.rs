@@ -108,15 +108,12 @@ impl Bus {
             })
             .await;
         }
-        let marker = BatchMarker {
-            job_id: first.job_id.clone(),
-            batch_id: first.batch_id,
-            status: newsflow_core::MarkerStatus::Complete,
-            article_count: articles.len() as u32,
+        let marker = complete_marker(
+            &first.job_id,
+            first.batch_id,
+            articles.len() as u32,
             started_at,
-            finished_at: newsflow_core::now_utc(),
-            error: None,
-        };
+        );
         self.publish_marker(&marker).await;
         marker
     }
@@ -278,5 +275,23 @@ pub fn sample_article(job: &str, batch: BatchId, i: u32, variant: &str) -> Artic
         published_at: None,
         content: None,
         fetched_at: newsflow_core::now_utc(),
+    }
+}
+
+/// A `complete` marker counting `count` articles, started at `started_at` and finished now.
+pub fn complete_marker(
+    job: &newsflow_core::JobId,
+    batch: BatchId,
+    count: u32,
+    started_at: time::OffsetDateTime,
+) -> BatchMarker {
+    BatchMarker {
+        job_id: job.clone(),
+        batch_id: batch,
+        status: newsflow_core::MarkerStatus::Complete,
+        article_count: count,
+        started_at,
+        finished_at: newsflow_core::now_utc(),
+        error: None,
     }
 }

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use newsflow_core::{
-    Article, ArticleId, ArticleMessage, BatchId, BatchMarker, JobId, MarkerStatus, Source,
-};
+use newsflow_core::{Article, ArticleId, ArticleMessage, BatchId, JobId, Source};
 use newsflow_nats::subjects;
 use newsflow_tests::bins::{binary, Program};
+use newsflow_tests::bus::complete_marker;
 use newsflow_tests::{wait_for, Bus, NatsServer, Proc, Scratch, Spec};
 use time::macros::datetime;
 
@@ -65,15 +64,7 @@ async fn watch_prints_a_line_per_article_and_marker_and_stops_cleanly_on_ctrl_c(
     .await;
     let job = JobId::parse("demo").expect("a valid job id");
     let batch = BatchId::generate();
-    let marker = BatchMarker {
-        job_id: job.clone(),
-        batch_id: batch,
-        status: MarkerStatus::Complete,
-        article_count: 1,
-        started_at: newsflow_core::now_utc(),
-        finished_at: newsflow_core::now_utc(),
-        error: None,
-    };
+    let marker = complete_marker(&job, batch, 1, newsflow_core::now_utc());
 
     let bus = Bus::connect(&nats.url()).await;
     let client = bus.client();

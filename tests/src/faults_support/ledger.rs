@@ -10,13 +10,11 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use newsflow_core::{
-    Article, ArticleId, ArticleMessage, BatchId, BatchMarker, JobId, MarkerStatus, Source,
-};
+use newsflow_core::{Article, ArticleId, ArticleMessage, BatchId, BatchMarker, JobId, Source};
 use newsflow_nats::subjects;
 use tokio::task::JoinHandle;
 
-use crate::bus::Bus;
+use crate::bus::{complete_marker, Bus};
 
 /// How long one message may keep failing before the publisher gives up on it (and does not
 /// count it as acknowledged).
@@ -218,15 +216,7 @@ pub async fn publish_batch(js: &jetstream::Context, ledger: &Ledger, articles: &
     if !all_acked {
         return false;
     }
-    let marker = BatchMarker {
-        job_id: job.clone(),
-        batch_id: batch,
-        status: MarkerStatus::Complete,
-        article_count: articles.len() as u32,
-        started_at,
-        finished_at: newsflow_core::now_utc(),
-        error: None,
-    };
+    let marker = complete_marker(&job, batch, articles.len() as u32, started_at);
     let payload = Bytes::from(serde_json::to_vec(&marker).expect("a marker serializes"));
     let acked = publish_until_acked(
         js,

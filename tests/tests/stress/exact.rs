@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use newsflow_core::{ArticleMessage, BatchId, BatchMarker, JobId, MarkerStatus};
+use newsflow_core::{ArticleMessage, BatchId, BatchMarker, JobId};
 use newsflow_nats::subjects;
+use newsflow_tests::bus::complete_marker;
 use newsflow_tests::{wait_for, Api, StatusCode, System};
 use serde_json::json;
 
@@ -16,15 +17,8 @@ async fn dead_letters(api: &Api) -> Vec<serde_json::Value> {
 }
 
 fn marker(job: &str, batch: BatchId, count: u32) -> BatchMarker {
-    BatchMarker {
-        job_id: JobId::parse(job).expect("valid"),
-        batch_id: batch,
-        status: MarkerStatus::Complete,
-        article_count: count,
-        started_at: newsflow_core::now_utc(),
-        finished_at: newsflow_core::now_utc(),
-        error: None,
-    }
+    let job = JobId::parse(job).expect("valid");
+    complete_marker(&job, batch, count, newsflow_core::now_utc())
 }
 
 #[tokio::test]
