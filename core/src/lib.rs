@@ -9,6 +9,7 @@
 //! - [`batch`]: batch markers, batch status and the latest-complete promotion rule.
 //! - [`newsapi`]: defensive parsing and classification of NewsAPI responses.
 //! - [`retry`]: capped exponential backoff with jitter and `Retry-After` parsing.
+//! - [`budget`]: the request budget of a NewsAPI key shared by all workers: its ledger, the cap and fair shares.
 //! - [`retention`]: which of a job's batches the store deletes, and when a batch is abandoned.
 //! - [`schedule`]: when a job runs next, and how late a run was.
 //! - [`ownership`]: which worker runs a job: heartbeat and reconciliation decisions, time passed in.
@@ -18,6 +19,7 @@
 
 pub mod article;
 pub mod batch;
+pub mod budget;
 pub mod cursor;
 pub mod error;
 pub mod ids;
@@ -54,6 +56,12 @@ pub fn now_utc() -> time::OffsetDateTime {
     let now = time::OffsetDateTime::now_utc();
     let millis = now.millisecond();
     now.replace_millisecond(millis).unwrap_or(now)
+}
+
+/// `at` as RFC 3339 text, the contract's time format (for messages; JSON fields use [`rfc3339`]).
+pub fn rfc3339_text(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
 }
 
 /// `at` as milliseconds since the Unix epoch, the clock batch ids (ULIDs) carry; 0 before it.

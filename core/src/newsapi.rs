@@ -65,6 +65,16 @@ pub enum FetchError {
     /// The body was not NewsAPI's JSON.
     #[error("NewsAPI's response is not valid: {0}")]
     Malformed(String),
+    /// The request budget shared by the workers on this key has no room for the request, which
+    /// was not sent. The message says whose budget and when it returns.
+    #[error("{message}")]
+    BudgetExhausted {
+        message: String,
+        returns_at: time::OffsetDateTime,
+    },
+    /// The shared request budget could not be consulted, so the request was not sent.
+    #[error("the shared request budget could not be checked, so nothing was sent: {0}")]
+    BudgetUnavailable(String),
 }
 
 impl FetchError {
@@ -89,6 +99,14 @@ impl FetchError {
         )
     }
 
+    /// Whether the shared request budget stopped the request before it was sent.
+    pub fn is_budget(&self) -> bool {
+        matches!(
+            self,
+            Self::BudgetExhausted { .. } | Self::BudgetUnavailable(_)
+        )
+    }
+
     /// The delay the server asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -110,6 +128,8 @@ impl FetchError {
             Self::Connection(_) => "connection_failed".to_owned(),
             Self::TooLarge { .. } => "response_too_large".to_owned(),
             Self::Malformed(_) => "malformed_response".to_owned(),
+            Self::BudgetExhausted { .. } => "budget_exhausted".to_owned(),
+            Self::BudgetUnavailable(_) => "budget_unavailable".to_owned(),
         };
         ErrorInfo::new(code, self.to_string())
     }

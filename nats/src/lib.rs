@@ -7,11 +7,13 @@
 //! - [`wire`]: command payloads (`StartJob`, `StopJob`, `Ack`, `Heartbeat`) and `WorkerId`.
 //! - [`connect`]: connection flags, checked at start-up, and connecting with logged retries.
 //! - [`stream`]: idempotent provisioning of the `NEWS` stream and the durable consumer.
+//! - [`kv`]: the key-value buckets beside the stream: request budgets and job plans.
 //! - [`publish`]: JetStream publishing that awaits acks and retries with the same message id.
 //! - [`command`]: sending start/stop commands and parsing them defensively on the worker.
 
 pub mod command;
 pub mod connect;
+pub mod kv;
 pub mod publish;
 pub mod stream;
 pub mod subjects;

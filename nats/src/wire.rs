@@ -169,6 +169,35 @@ pub struct Heartbeat {
     pub at: OffsetDateTime,
 }
 
+/// What a worker says about a job it runs, after each run: kept in the plans bucket under the
+/// job's id, so `GET /jobs/{id}` can show when it runs next and whether it keeps failing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPlan {
+    /// The worker running the job.
+    pub worker_id: WorkerId,
+    /// When its next run is due; `None` once it stopped here.
+    #[serde(with = "newsflow_core::rfc3339::option", default)]
+    pub next_run_at: Option<OffsetDateTime>,
+    /// Runs in a row that ended without a complete batch (failed, unpublished or skipped).
+    pub consecutive_failures: u32,
+    /// The latest run skipped for lack of request budget, which no marker reports.
+    #[serde(default)]
+    pub skipped: Option<SkippedRun>,
+    /// When the worker said so.
+    #[serde(with = "newsflow_core::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A run that was not made, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRun {
+    /// When.
+    #[serde(with = "newsflow_core::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Why (`budget_exhausted`, `budget_unavailable`).
+    pub error: ErrorInfo,
+}
+
 /// Why a command payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {

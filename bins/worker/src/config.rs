@@ -91,6 +91,16 @@ pub struct Cli {
     /// Milliseconds shutdown waits for running jobs to wind down before leaving them.
     #[arg(long, env = "WORKER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+
+    /// NewsAPI requests all workers on this key may send together in any window of
+    /// `--budget-window-secs` (0: no limit). The default is the free Developer plan's.
+    #[arg(long, env = "NEWSAPI_REQUEST_BUDGET", default_value_t = 50)]
+    pub request_budget: u32,
+
+    /// The window of `--request-budget`, in seconds.
+    #[arg(long, env = "NEWSAPI_BUDGET_WINDOW_SECS", default_value_t = 43_200,
+          value_parser = clap::value_parser!(u64).range(1..=31_622_400))]
+    pub budget_window_secs: u64,
 }
 
 /// Everything [`crate::run`] needs. `Debug` is safe to log: the key prints as `***`.
@@ -114,6 +124,17 @@ pub struct Config {
     pub stream: StreamSettings,
     /// How long shutdown waits for running jobs.
     pub shutdown_grace: Duration,
+    /// The request budget shared with every worker on the same key; `None`: no limit.
+    pub budget: Option<BudgetSettings>,
+}
+
+/// A request budget: at most `requests` in any `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetSettings {
+    /// Requests per window.
+    pub requests: u32,
+    /// The window.
+    pub window: Duration,
 }
 
 /// The shortest NewsAPI key accepted. NewsAPI's keys have 32 characters; a shorter value is
@@ -171,6 +192,10 @@ impl TryFrom<Cli> for Config {
                 ..StreamSettings::default()
             },
             shutdown_grace: Duration::from_millis(cli.shutdown_grace_ms),
+            budget: (cli.request_budget > 0).then(|| BudgetSettings {
+                requests: cli.request_budget,
+                window: Duration::from_secs(cli.budget_window_secs),
+            }),
         })
     }
 }
@@ -245,6 +270,34 @@ mod tests {
         assert_eq!(config.stream.max_age, Duration::from_secs(604_800));
         assert_eq!(config.stream.duplicate_window, Duration::from_secs(300));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(
+            config.budget,
+            Some(BudgetSettings {
+                requests: 50,
+                window: Duration::from_secs(43_200)
+            })
+        );
+    }
+
+    #[test]
+    fn a_request_budget_of_zero_means_no_limit() {
+        let unlimited = config(&["--request-budget", "0"]).expect("valid");
+        assert_eq!(unlimited.budget, None);
+        let monthly = config(&[
+            "--request-budget",
+            "1000",
+            "--budget-window-secs",
+            "2592000",
+        ])
+        .expect("valid");
+        assert_eq!(
+            monthly.budget,
+            Some(BudgetSettings {
+                requests: 1000,
+                window: Duration::from_secs(2_592_000)
+            })
+        );
+        assert!(config(&["--budget-window-secs", "0"]).is_err());
     }
 
     #[test]

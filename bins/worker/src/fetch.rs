@@ -1,7 +1,11 @@
 //! The NewsAPI client: one page per call, size-capped, classified by `newsflow_core::newsapi`,
 //! retried with backoff when retrying can help, and the key sent only as `X-Api-Key`.
 
+use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use newsflow_core::budget::{Ask, Kind};
 
 use newsflow_core::newsapi::{interpret, FetchError, PageOutcome};
 use newsflow_core::retry::{parse_retry_after, Backoff};
@@ -12,7 +16,8 @@ use reqwest::{redirect, Url};
 use tokio::sync::Semaphore;
 
 use crate::breaker::Breaker;
-use crate::run::PageSource;
+use crate::budget::Budget;
+use crate::run::{PageRequest, PageSource};
 
 /// Timeouts, retries and size cap of NewsAPI requests.
 #[derive(Debug, Clone)]
@@ -95,13 +100,23 @@ impl NewsClient {
     /// Fetches one page, retrying retryable failures up to the configured number of times
     /// and honouring the server's `Retry-After` up to its cap. Dropping the future aborts the
     /// request or the wait in hand.
-    pub async fn fetch_page(
+    ///
+    /// `admit` is asked before every attempt, the first and each retry; when it refuses, the
+    /// request is not sent and its error ends the fetch.
+    pub async fn fetch_page<A, Admitted>(
         &self,
         query: &NewsQuery,
         page: u32,
         page_size: u32,
-    ) -> Result<PageOutcome, FetchError> {
+        admit: A,
+    ) -> Result<PageOutcome, FetchError>
+    where
+        A: Fn() -> Admitted,
+        Admitted: Future<Output = Result<(), FetchError>>,
+    {
+        let admit = &admit;
         retry_until_dropped(&self.retry, "NewsAPI fetch failed", || async move {
+            admit().await.map_err(Failure::Permanent)?;
             self.attempt(query, page, page_size)
                 .await
                 .map_err(|error| match error.retry_after() {
@@ -204,7 +219,10 @@ impl NewsClient {
             },
             FetchError::Connection(message) => FetchError::Connection(clean(message)),
             FetchError::Malformed(message) => FetchError::Malformed(clean(message)),
-            other @ (FetchError::Timeout(_) | FetchError::TooLarge { .. }) => other,
+            other @ (FetchError::Timeout(_)
+            | FetchError::TooLarge { .. }
+            | FetchError::BudgetExhausted { .. }
+            | FetchError::BudgetUnavailable(_)) => other,
         }
     }
 }
@@ -239,37 +257,70 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// The worker's way to NewsAPI: the shared client behind the worker-wide key breaker and the
-/// limit on concurrent fetches.
+/// The worker's way to NewsAPI: the shared client behind the worker-wide key breaker, the
+/// limit on concurrent fetches and the request budget shared with other workers on the key.
 #[derive(Debug)]
 pub struct GuardedClient {
     client: NewsClient,
     breaker: Breaker,
     permits: Semaphore,
+    budget: Option<Budget>,
 }
 
 impl GuardedClient {
-    /// Guards `client` with `breaker`, letting `concurrency` fetches run at once.
-    pub fn new(client: NewsClient, breaker: Breaker, concurrency: usize) -> Self {
+    /// Guards `client` with `breaker` and `budget` (none: no limit), letting `concurrency`
+    /// fetches run at once.
+    pub fn new(
+        client: NewsClient,
+        breaker: Breaker,
+        concurrency: usize,
+        budget: Option<Budget>,
+    ) -> Self {
         Self {
             client,
             breaker,
             permits: Semaphore::new(concurrency.max(1)),
+            budget,
         }
+    }
+
+    /// Admits one request of `request`'s run against the shared budget and counts it as sent.
+    async fn admit(&self, request: &PageRequest<'_>) -> Result<(), FetchError> {
+        if let Some(budget) = &self.budget {
+            let spec = request.spec;
+            let first_of_run = request.sent.load(Ordering::Relaxed) == 0;
+            let interval_ms =
+                u64::try_from(spec.interval().duration().as_millis()).unwrap_or(u64::MAX);
+            budget
+                .admit(Ask {
+                    job: spec.id().as_str(),
+                    pages: spec.max_pages().get(),
+                    interval_ms,
+                    kind: if first_of_run {
+                        Kind::RunStart
+                    } else {
+                        Kind::InRun
+                    },
+                })
+                .await?;
+        }
+        request.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
 impl PageSource for GuardedClient {
-    async fn fetch(
-        &self,
-        query: &NewsQuery,
-        page: u32,
-        page_size: u32,
-    ) -> Result<PageOutcome, FetchError> {
+    async fn fetch(&self, request: PageRequest<'_>) -> Result<PageOutcome, FetchError> {
         // The semaphore is never closed, so acquiring only fails in theory; go on unlimited then.
         let _permit = self.permits.acquire().await.ok();
         let pass = self.breaker.admit()?;
-        let result = self.client.fetch_page(query, page, page_size).await;
+        let spec = request.spec;
+        let result = self
+            .client
+            .fetch_page(spec.query(), request.page, spec.page_size().get(), || {
+                self.admit(&request)
+            })
+            .await;
         pass.record(&result);
         result
     }

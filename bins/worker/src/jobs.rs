@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use newsflow_core::schedule::{failure_delay, lateness, next_due};
 use newsflow_core::{JobId, JobSpec};
+use newsflow_nats::wire::SkippedRun;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::plans::PlanBoard;
 use crate::run::{PageSource, Publisher, RunEnd, Runner};
 
 /// Starts a job's task: given its spec channel and its cancellation token, spawns the task.
@@ -143,15 +145,28 @@ async fn join(job: &JobId, mut task: JoinHandle<()>, grace: Duration) {
 
 /// A job's task: runs a batch at once, then one interval after each run started (longer after
 /// failures retrying cannot fix), until `cancel` fires. A new spec takes effect from the next
-/// run, and is scheduled by its own interval.
+/// run, and is scheduled by its own interval. Its plan (next run, failures in a row, latest
+/// skipped run) goes on `plans` whenever it changes.
 pub async fn run_job<S: PageSource, P: Publisher>(
     runner: Arc<Runner<S, P>>,
     mut spec: watch::Receiver<JobSpec>,
     cancel: CancellationToken,
+    plans: Arc<PlanBoard>,
 ) {
+    let job = spec.borrow().id().clone();
     let mut due = Instant::now();
     let mut last_start: Option<Instant> = None;
+    // Fetch failures retrying cannot fix, in a row: they lengthen the wait.
     let mut failures_in_a_row = 0u32;
+    // Runs in a row that made no complete batch, whatever the reason: shown to users.
+    let mut runs_failed = 0u32;
+    let mut skipped: Option<SkippedRun> = None;
+    let post = |due: Instant, runs_failed: u32, skipped: &Option<SkippedRun>| {
+        let wait = due.saturating_duration_since(Instant::now());
+        let next = newsflow_core::now_utc() + wait;
+        plans.post(&job, Some(next), runs_failed, skipped.clone());
+    };
+    post(due, runs_failed, &skipped);
     loop {
         tokio::select! {
             biased;
@@ -165,6 +180,7 @@ pub async fn run_job<S: PageSource, P: Publisher>(
                     let interval = spec.borrow().interval().duration();
                     due = Instant::from_std(next_due(last.into_std(), interval, Instant::now().into_std()));
                 }
+                post(due, runs_failed, &skipped);
                 continue;
             }
             () = tokio::time::sleep_until(due) => {}
@@ -177,10 +193,22 @@ pub async fn run_job<S: PageSource, P: Publisher>(
         // which is what lets one worker keep thousands of jobs in little memory.
         let report = Box::pin(runner.run_batch(&current, late, &cancel)).await;
         let interval = current.interval().duration();
+        if matches!(report.end, RunEnd::Complete) {
+            runs_failed = 0;
+        } else {
+            runs_failed = runs_failed.saturating_add(1);
+        }
         let wait = match &report.end {
             RunEnd::Cancelled => break,
             RunEnd::Complete => {
                 failures_in_a_row = 0;
+                interval
+            }
+            RunEnd::Skipped(error) => {
+                skipped = Some(SkippedRun {
+                    at: newsflow_core::now_utc(),
+                    error: error.to_info(),
+                });
                 interval
             }
             RunEnd::Failed(error) if !error.is_retryable() => {
@@ -204,8 +232,10 @@ pub async fn run_job<S: PageSource, P: Publisher>(
             next_run_in_ms = due.saturating_duration_since(Instant::now()).as_millis() as u64,
             "next run scheduled"
         );
+        post(due, runs_failed, &skipped);
     }
-    tracing::info!(job = %spec.borrow().id(), "job stopped");
+    plans.gone(&job);
+    tracing::info!(job = %job, "job stopped");
 }
 
 #[cfg(test)]

@@ -9,19 +9,23 @@
 //! - `config`: the command-line flags ([`Cli`]) and the [`Config`] they become.
 //! - `fetch`: the NewsAPI client: size cap, error classification, retries with backoff.
 //! - `breaker`: the worker-wide pause after the API key is refused.
+//! - `budget`: the request budget shared by every worker on the key, kept in a JetStream bucket.
 //! - `run`: one run of a job, one batch: the page loop and the marker.
 //! - `jobs`: the registry of running jobs and each job's scheduling task.
 //! - `commands`: start and stop commands, parsed, acted on and answered.
 //! - `heartbeat`: the periodic list of jobs this worker runs.
+//! - `plans`: each job's next run and failures in a row, written to the plans bucket.
 //! - `testing` (tests only): fakes of a run's two seams, page source and publisher.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::TryFutureExt as _;
 use newsflow_core::retry::Backoff;
 use newsflow_nats::async_nats::jetstream;
 use newsflow_nats::connect::connect_with_retry;
+use newsflow_nats::kv::{open_bucket, PLANS_BUCKET};
 use newsflow_nats::publish;
 use newsflow_nats::stream::{ensure_stream, StreamSettings};
 use newsflow_nats::subjects;
@@ -29,11 +33,13 @@ use newsflow_runtime::retry::{retry, Failure, RetryPolicy};
 use tokio_util::sync::CancellationToken;
 
 mod breaker;
+mod budget;
 mod commands;
 mod config;
 mod fetch;
 mod heartbeat;
 mod jobs;
+mod plans;
 mod run;
 #[cfg(test)]
 mod testing;
@@ -101,17 +107,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::warn!("NATS did not confirm the subscriptions in time; going on");
     }
 
+    let Some((budget, plan_store)) = open_buckets(&js, &config, &shutdown).await else {
+        tracing::info!("shutdown before the key-value buckets were opened; exiting");
+        return Ok(());
+    };
     let runner = Arc::new(run::Runner {
         worker_id: worker_id.clone(),
         source: fetch::GuardedClient::new(
             news,
             breaker::Breaker::default(),
             config.max_concurrent_fetches,
+            budget,
         ),
         publisher: run::JetStreamPublisher::new(js, publish::default_policy()),
     });
+    let plans = Arc::new(plans::PlanBoard::new(worker_id.clone()));
+    let plans_stop = CancellationToken::new();
+    let plan_writer = tokio::spawn({
+        let (plans, stop) = (Arc::clone(&plans), plans_stop.clone());
+        async move { plans.write_out(plan_store, stop).await }
+    });
     let registry = Arc::new(jobs::Registry::new(Arc::new(move |spec, cancel| {
-        tokio::spawn(jobs::run_job(Arc::clone(&runner), spec, cancel))
+        tokio::spawn(jobs::run_job(
+            Arc::clone(&runner),
+            spec,
+            cancel,
+            Arc::clone(&plans),
+        ))
     })));
     let heartbeat_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat::run(
@@ -146,6 +168,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Err(error) = heartbeat.await {
         tracing::warn!(%error, "the heartbeat task failed");
     }
+    plans_stop.cancel();
+    match tokio::time::timeout(STEP_TIMEOUT, plan_writer).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "the job plan writer failed"),
+        Err(_) => tracing::warn!("writing the last job plans timed out"),
+    }
     // An empty heartbeat lets data-streams hand this worker's jobs to another one at once.
     if tokio::time::timeout(STEP_TIMEOUT, heartbeat::beat(&nats, &worker_id, Vec::new()))
         .await
@@ -161,6 +189,52 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     tracing::info!(worker_id = %worker_id, "worker stopped");
     served.context("serving commands")
+}
+
+/// Opens the budget bucket (when a budget is set and there is a key) and the plans bucket,
+/// retrying with backoff; `None` when shutdown came first.
+async fn open_buckets(
+    js: &jetstream::Context,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Option<(Option<budget::Budget>, jetstream::kv::Store)> {
+    let policy = RetryPolicy::new(Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+    ));
+    let replicas = config.stream.replicas;
+    let budget = match (&config.newsapi_key, config.budget) {
+        (Some(key), Some(settings)) => {
+            let opened = retry(
+                &policy,
+                shutdown,
+                "could not open the budget bucket",
+                || budget::Budget::open(js, key, settings, replicas).map_err(Failure::Transient),
+            )
+            .await
+            .ok()?;
+            tracing::info!(
+                fingerprint = opened.fingerprint(),
+                requests = settings.requests,
+                window_secs = settings.window.as_secs(),
+                "request budget shared with every worker on this key"
+            );
+            Some(opened)
+        }
+        _ => None,
+    };
+    let plans = retry(&policy, shutdown, "could not open the plans bucket", || {
+        open_bucket(
+            js,
+            PLANS_BUCKET,
+            "newsflow: each running job's next run and failures in a row, by job id",
+            replicas,
+        )
+        .map_err(Failure::Transient)
+    })
+    .await
+    .ok()?;
+    Some((budget, plans))
 }
 
 /// Creates or updates the `NEWS` stream, retrying with backoff (JetStream may still be

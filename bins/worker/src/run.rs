@@ -6,12 +6,13 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use newsflow_core::newsapi::{FetchError, PageOutcome};
 use newsflow_core::{
-    now_utc, Article, ArticleMessage, BatchId, BatchMarker, JobSpec, MarkerStatus, NewsQuery,
+    now_utc, Article, ArticleMessage, BatchId, BatchMarker, JobSpec, MarkerStatus,
 };
 use newsflow_nats::async_nats::jetstream;
 use newsflow_nats::publish::{publish_all, publish_one, Outgoing, PublishError};
@@ -24,14 +25,24 @@ use tokio_util::sync::CancellationToken;
 /// Marker header: how late the run started, in milliseconds (read by the benchmark).
 pub const LATENESS_HEADER: &str = "Newsflow-Lateness-Ms";
 
+/// One page a run asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest<'a> {
+    /// The job (its query, page size, and what the request budget weighs: interval, pages).
+    pub spec: &'a JobSpec,
+    /// The page, from 1.
+    pub page: u32,
+    /// Requests this run has sent so far: the source adds each one it sends, retries included,
+    /// so the run knows whether anything went out.
+    pub sent: &'a AtomicU32,
+}
+
 /// Where pages come from.
 pub trait PageSource: Send + Sync {
-    /// One page of `query`, or why not. Dropping the future abandons the fetch.
+    /// One page, or why not. Dropping the future abandons the fetch.
     fn fetch(
         &self,
-        query: &NewsQuery,
-        page: u32,
-        page_size: u32,
+        request: PageRequest<'_>,
     ) -> impl Future<Output = Result<PageOutcome, FetchError>> + Send;
 }
 
@@ -106,6 +117,9 @@ pub enum RunEnd {
     PublishFailed(PublishError),
     /// Stopped or shut down mid-run; no marker.
     Cancelled,
+    /// The request budget had no room for the run's first request: nothing was sent and no
+    /// marker published.
+    Skipped(FetchError),
 }
 
 impl From<PublishError> for RunEnd {
@@ -158,6 +172,7 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
             seen: HashSet::new(),
             published: 0,
             pages: 0,
+            requests: AtomicU32::new(0),
         };
         let started_at = now_utc();
         let fetched = tokio::select! {
@@ -210,9 +225,17 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
         let page_size = spec.page_size().get();
         let mut raw_total = 0u64;
         for page in 1..=spec.max_pages().get() {
-            let page = match self.source.fetch(spec.query(), page, page_size).await {
+            let request = PageRequest {
+                spec,
+                page,
+                sent: &batch.requests,
+            };
+            let page = match self.source.fetch(request).await {
                 Ok(PageOutcome::Page(page)) => page,
                 Ok(PageOutcome::EndOfResults) => break,
+                Err(error) if error.is_budget() && batch.requests.load(Ordering::Relaxed) == 0 => {
+                    return Err(RunEnd::Skipped(error));
+                }
                 Err(error) => return Ok(Some(error)),
             };
             batch.pages += 1;
@@ -242,6 +265,7 @@ struct Batch<'a> {
     seen: HashSet<String>,
     published: u32,
     pages: u32,
+    requests: AtomicU32,
 }
 
 impl Batch<'_> {
@@ -321,6 +345,10 @@ impl Batch<'_> {
                 job = %job, batch = %self.id, %error,
                 "publishing gave up; the batch stays without a marker"
             ),
+            RunEnd::Skipped(error) => tracing::info!(
+                job = %job, code = %error.to_info().code, %error,
+                "run skipped: nothing sent, no marker"
+            ),
             RunEnd::Complete | RunEnd::Cancelled => {}
         }
         tracing::info!(job = %job, batch = %self.id, status, articles, pages, duration_ms, "batch finished");
@@ -339,6 +367,7 @@ fn status_name(end: &RunEnd) -> &'static str {
         RunEnd::Failed(_) => "failed",
         RunEnd::PublishFailed(_) => "publish_failed",
         RunEnd::Cancelled => "cancelled",
+        RunEnd::Skipped(_) => "skipped",
     }
 }
 

@@ -5,12 +5,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use newsflow_core::newsapi::{FetchError, PageOutcome};
-use newsflow_core::{ArticleMessage, BatchMarker, NewsQuery};
+use newsflow_core::{ArticleMessage, BatchMarker};
 use newsflow_nats::publish::{Outgoing, PublishError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::run::{PageSource, Publisher};
+use crate::run::{PageRequest, PageSource, Publisher};
 
 /// Answers fetches from a script; once the script is used up, hangs (and says so).
 #[derive(Default)]
@@ -34,16 +34,20 @@ impl ScriptedSource {
 }
 
 impl PageSource for ScriptedSource {
-    async fn fetch(
-        &self,
-        _query: &NewsQuery,
-        page: u32,
-        _page_size: u32,
-    ) -> Result<PageOutcome, FetchError> {
+    async fn fetch(&self, request: PageRequest<'_>) -> Result<PageOutcome, FetchError> {
+        let page = request.page;
         self.asked.lock().expect("not poisoned").push(page);
         let next = self.script.lock().expect("not poisoned").pop_front();
         match next {
-            Some(answer) => answer,
+            Some(answer) => {
+                // A refusal of the budget stands for a request that was never sent.
+                if !answer.as_ref().is_err_and(FetchError::is_budget) {
+                    request
+                        .sent
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                answer
+            }
             None => {
                 self.hanging.notify_one();
                 std::future::pending().await

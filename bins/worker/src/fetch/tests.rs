@@ -87,6 +87,11 @@ fn query() -> NewsQuery {
     .expect("valid query")
 }
 
+/// A gate that lets every request through.
+async fn admit_all() -> Result<(), FetchError> {
+    Ok(())
+}
+
 fn page_of(outcome: Result<PageOutcome, FetchError>) -> newsflow_core::newsapi::NewsPage {
     match outcome {
         Ok(PageOutcome::Page(page)) => page,
@@ -115,7 +120,11 @@ fn error_of(outcome: Result<PageOutcome, FetchError>) -> FetchError {
 async fn a_page_parses_into_raw_articles() {
     let mock = Mock::start(Vec::new()).await;
 
-    let page = page_of(mock.client(settings()).fetch_page(&query(), 1, 5).await);
+    let page = page_of(
+        mock.client(settings())
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     assert_eq!(page.articles.len(), 5);
     assert!(page.total_results >= 5);
@@ -133,7 +142,11 @@ async fn a_rate_limit_waits_for_retry_after_then_succeeds() {
     .await;
     let started = Instant::now();
 
-    page_of(mock.client(settings()).fetch_page(&query(), 1, 5).await);
+    page_of(
+        mock.client(settings())
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -159,7 +172,11 @@ async fn a_long_retry_after_is_capped() {
     };
     let started = Instant::now();
 
-    page_of(mock.client(settings).fetch_page(&query(), 1, 5).await);
+    page_of(
+        mock.client(settings)
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(200), "{waited:?}");
@@ -175,7 +192,11 @@ async fn server_errors_are_retried_with_backoff_then_succeed() {
     .await;
     let started = Instant::now();
 
-    page_of(mock.client(settings()).fetch_page(&query(), 1, 5).await);
+    page_of(
+        mock.client(settings())
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     // Equal jitter: retries wait at least 5, 10 and 20 ms.
     assert!(started.elapsed() >= Duration::from_millis(35));
@@ -193,7 +214,11 @@ async fn server_errors_fail_as_upstream_error_once_retries_run_out() {
         ..settings()
     };
 
-    let error = error_of(mock.client(settings).fetch_page(&query(), 1, 5).await);
+    let error = error_of(
+        mock.client(settings)
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     assert_eq!(error.to_info().code, "upstream_error");
     assert_eq!(mock.stats().await["requests"], 3);
@@ -209,7 +234,7 @@ async fn a_rejected_key_is_never_retried() {
     )
     .expect("client");
 
-    let error = error_of(client.fetch_page(&query(), 1, 5).await);
+    let error = error_of(client.fetch_page(&query(), 1, 5, admit_all).await);
 
     assert!(error.is_key_failure());
     assert_eq!(error.to_info().code, "api_key_invalid");
@@ -224,7 +249,7 @@ async fn a_missing_key_is_a_key_failure() {
     let mock = Mock::start(Vec::new()).await;
     let client = NewsClient::new(&mock.url, None, settings()).expect("client");
 
-    let error = error_of(client.fetch_page(&query(), 1, 5).await);
+    let error = error_of(client.fetch_page(&query(), 1, 5, admit_all).await);
 
     assert!(error.is_key_failure());
     assert_eq!(error.to_info().code, "api_key_missing");
@@ -235,7 +260,11 @@ async fn a_missing_key_is_a_key_failure() {
 async fn other_client_errors_are_never_retried() {
     let mock = Mock::start(vec![fault(FaultKind::BadRequest, None)]).await;
 
-    let error = error_of(mock.client(settings()).fetch_page(&query(), 1, 5).await);
+    let error = error_of(
+        mock.client(settings())
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     assert_eq!(error.to_info().code, "parameter_invalid");
     assert_eq!(mock.stats().await["requests"], 1);
@@ -245,7 +274,11 @@ async fn other_client_errors_are_never_retried() {
 async fn an_exhausted_quota_is_a_key_failure_never_retried() {
     let mock = Mock::start(vec![fault(FaultKind::KeyExhausted, None)]).await;
 
-    let error = error_of(mock.client(settings()).fetch_page(&query(), 1, 5).await);
+    let error = error_of(
+        mock.client(settings())
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     assert!(error.is_key_failure());
     assert_eq!(error.to_info().code, "api_key_exhausted");
@@ -260,7 +293,11 @@ async fn malformed_json_fails_as_malformed_response_after_retries() {
         ..settings()
     };
 
-    let error = error_of(mock.client(settings).fetch_page(&query(), 1, 5).await);
+    let error = error_of(
+        mock.client(settings)
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     assert_eq!(error.to_info().code, "malformed_response");
     assert_eq!(mock.stats().await["requests"], 3);
@@ -274,7 +311,11 @@ async fn an_oversized_body_fails_as_response_too_large() {
         ..settings()
     };
 
-    let error = error_of(mock.client(settings).fetch_page(&query(), 1, 5).await);
+    let error = error_of(
+        mock.client(settings)
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     assert_eq!(error.to_info().code, "response_too_large");
     assert_eq!(mock.stats().await["requests"], 1, "not retried");
@@ -296,7 +337,11 @@ async fn a_slow_answer_fails_as_timeout() {
     };
     let started = Instant::now();
 
-    let error = error_of(mock.client(settings).fetch_page(&query(), 1, 5).await);
+    let error = error_of(
+        mock.client(settings)
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     assert_eq!(error.to_info().code, "timeout");
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -318,7 +363,7 @@ async fn a_refused_connection_fails_as_connection_failed_without_the_url() {
     )
     .expect("client");
 
-    let error = error_of(client.fetch_page(&query(), 1, 5).await);
+    let error = error_of(client.fetch_page(&query(), 1, 5, admit_all).await);
 
     assert_eq!(error.to_info().code, "connection_failed");
     let text = error.to_string();
@@ -332,7 +377,11 @@ async fn a_refused_connection_fails_as_connection_failed_without_the_url() {
 async fn a_dropped_connection_is_retried() {
     let mock = Mock::start(vec![fault(FaultKind::Drop, Some(1))]).await;
 
-    page_of(mock.client(settings()).fetch_page(&query(), 1, 5).await);
+    page_of(
+        mock.client(settings())
+            .fetch_page(&query(), 1, 5, admit_all)
+            .await,
+    );
 
     assert_eq!(mock.stats().await["requests"], 2);
 }
@@ -341,7 +390,10 @@ async fn a_dropped_connection_is_retried() {
 async fn asking_past_the_plans_cap_is_the_end_of_results() {
     let mock = Mock::start(Vec::new()).await;
 
-    let outcome = mock.client(settings()).fetch_page(&query(), 2, 100).await;
+    let outcome = mock
+        .client(settings())
+        .fetch_page(&query(), 2, 100, admit_all)
+        .await;
 
     assert!(
         matches!(outcome, Ok(PageOutcome::EndOfResults)),
@@ -353,10 +405,20 @@ async fn asking_past_the_plans_cap_is_the_end_of_results() {
 #[tokio::test]
 async fn after_a_key_failure_other_jobs_do_not_call_the_api() {
     let mock = Mock::start(vec![fault(FaultKind::KeyInvalid, Some(1))]).await;
-    let guarded = GuardedClient::new(mock.client(settings()), Breaker::default(), 4);
+    let guarded = GuardedClient::new(mock.client(settings()), Breaker::default(), 4, None);
+    let spec = newsflow_core::JobSpec::from_create_request(&json!({
+        "id": "j", "endpoint": "everything", "params": {"q": "bitcoin"}, "page_size": 5
+    }))
+    .expect("valid spec");
+    let sent = std::sync::atomic::AtomicU32::new(0);
+    let request = || PageRequest {
+        spec: &spec,
+        page: 1,
+        sent: &sent,
+    };
 
-    let first = error_of(guarded.fetch(&query(), 1, 5).await);
-    let second = error_of(guarded.fetch(&query(), 1, 5).await);
+    let first = error_of(guarded.fetch(request()).await);
+    let second = error_of(guarded.fetch(request()).await);
 
     assert_eq!(first, second);
     assert_eq!(mock.stats().await["requests"], 1);

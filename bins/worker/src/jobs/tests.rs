@@ -1,12 +1,12 @@
 use std::sync::Mutex;
 
 use newsflow_core::newsapi::{FetchError, NewsPage, PageOutcome};
-use newsflow_core::NewsQuery;
 use newsflow_nats::wire::WorkerId;
 use serde_json::json;
 use tokio::sync::Notify;
 
 use super::*;
+use crate::run::PageRequest;
 use crate::testing::Recorder;
 
 /// Answers the n-th fetch with `answer(n)` and notes when it was asked and for which `q`.
@@ -47,12 +47,8 @@ impl ClockedSource {
 }
 
 impl PageSource for ClockedSource {
-    async fn fetch(
-        &self,
-        query: &NewsQuery,
-        _page: u32,
-        _page_size: u32,
-    ) -> Result<PageOutcome, FetchError> {
+    async fn fetch(&self, request: PageRequest<'_>) -> Result<PageOutcome, FetchError> {
+        let query = request.spec.query();
         let n = {
             let mut calls = self.calls.lock().expect("not poisoned");
             let q = query.params().get("q").cloned().unwrap_or_default();
@@ -84,6 +80,7 @@ fn spec(q: &str, interval_secs: u64) -> JobSpec {
 
 struct Running {
     runner: Arc<Runner<ClockedSource, Recorder>>,
+    plans: Arc<PlanBoard>,
     spec: watch::Sender<JobSpec>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -97,9 +94,16 @@ fn start(answer: fn(usize) -> Result<PageOutcome, FetchError>, spec: JobSpec) ->
     });
     let (sender, receiver) = watch::channel(spec);
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run_job(Arc::clone(&runner), receiver, cancel.clone()));
+    let plans = Arc::new(PlanBoard::new(WorkerId::parse("w1").expect("valid")));
+    let task = tokio::spawn(run_job(
+        Arc::clone(&runner),
+        receiver,
+        cancel.clone(),
+        Arc::clone(&plans),
+    ));
     Running {
         runner,
+        plans,
         spec: sender,
         cancel,
         task,
@@ -223,4 +227,77 @@ async fn a_task_that_ignores_cancellation_is_aborted_after_the_grace() {
 
     assert!(stopped);
     assert!(registry.job_ids().is_empty());
+}
+
+fn budget_exhausted() -> Result<PageOutcome, FetchError> {
+    Err(FetchError::BudgetExhausted {
+        message: "the request budget is spent".to_owned(),
+        returns_at: newsflow_core::now_utc(),
+    })
+}
+
+fn latest_plan(board: &PlanBoard) -> newsflow_nats::wire::JobPlan {
+    match board.take().remove(&JobId::parse("j1").expect("valid")) {
+        Some(crate::plans::Report::Plan(plan)) => plan,
+        other => panic!("expected a plan, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_refused_by_the_budget_publishes_nothing_and_shows_in_the_plan() {
+    let job = start(|_| budget_exhausted(), spec("a", 60));
+
+    job.runner.source.wait_for_calls(2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    assert!(job.runner.publisher.markers().is_empty());
+    assert!(job.runner.publisher.articles().is_empty());
+    assert_eq!(job.runner.source.gaps_secs(), [60]);
+    let plan = latest_plan(&job.plans);
+    assert_eq!(plan.consecutive_failures, 2);
+    let skipped = plan.skipped.expect("the skipped run");
+    assert_eq!(skipped.error.code, "budget_exhausted");
+    let next = plan.next_run_at.expect("a next run");
+    let until_next = next - newsflow_core::now_utc();
+    assert!(
+        until_next > time::Duration::seconds(50) && until_next <= time::Duration::seconds(60),
+        "next run in {until_next}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_complete_run_resets_the_failures_shown_but_keeps_the_last_skip() {
+    let job = start(
+        |n| {
+            if n == 0 {
+                budget_exhausted()
+            } else {
+                empty_page()
+            }
+        },
+        spec("a", 60),
+    );
+
+    job.runner.source.wait_for_calls(2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let plan = latest_plan(&job.plans);
+    assert_eq!(plan.consecutive_failures, 0);
+    assert!(plan.skipped.is_some());
+    assert_eq!(job.runner.publisher.markers().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_job_withdraws_its_plan() {
+    let job = start(|_| empty_page(), spec("a", 60));
+    job.runner.source.wait_for_calls(1).await;
+
+    job.cancel.cancel();
+    job.task.await.expect("the task ends cleanly");
+
+    let reports = job.plans.take();
+    assert_eq!(
+        reports.get(&JobId::parse("j1").expect("valid")),
+        Some(&crate::plans::Report::Gone)
+    );
 }

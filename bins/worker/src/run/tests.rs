@@ -304,3 +304,48 @@ async fn a_run_cancelled_before_it_starts_fetches_nothing() {
     assert!(runner.source.pages_asked().is_empty());
     assert!(runner.publisher.markers().is_empty());
 }
+
+fn budget_exhausted() -> Result<PageOutcome, FetchError> {
+    Err(FetchError::BudgetExhausted {
+        message: "the request budget is spent".to_owned(),
+        returns_at: newsflow_core::now_utc(),
+    })
+}
+
+#[tokio::test]
+async fn a_run_whose_first_request_the_budget_refuses_is_skipped_without_a_marker() {
+    let runner = runner(
+        ScriptedSource::new([budget_exhausted()]),
+        Recorder::default(),
+    );
+
+    let report = runner
+        .run_batch(&spec(3, 3), Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert!(matches!(report.end, RunEnd::Skipped(_)), "{:?}", report.end);
+    assert!(runner.publisher.markers().is_empty());
+    assert!(runner.publisher.articles().is_empty());
+}
+
+#[tokio::test]
+async fn a_budget_refusal_after_a_page_went_out_ends_the_run_with_a_failed_marker() {
+    let runner = runner(
+        ScriptedSource::new([full_page(10, 0, 3), budget_exhausted()]),
+        Recorder::default(),
+    );
+
+    let report = runner
+        .run_batch(&spec(3, 3), Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert!(matches!(report.end, RunEnd::Failed(_)), "{:?}", report.end);
+    let markers = runner.publisher.markers();
+    assert_eq!(markers.len(), 1);
+    let (marker, _) = &markers[0];
+    assert_eq!(marker.article_count, 3);
+    assert_eq!(
+        marker.error.as_ref().map(|e| e.code.as_str()),
+        Some("budget_exhausted")
+    );
+}

@@ -44,7 +44,7 @@ async fn a_body_without_a_length_is_capped_while_it_is_read() {
     };
     let client = NewsClient::new(&url, Some(Secret::new(KEY)), settings).expect("client");
 
-    let error = error_of(client.fetch_page(&query(), 1, 5).await);
+    let error = error_of(client.fetch_page(&query(), 1, 5, admit_all).await);
 
     assert_eq!(error, FetchError::TooLarge { limit: 16 * 1024 });
 }
@@ -61,7 +61,7 @@ async fn the_key_travels_only_in_the_x_api_key_header() {
     let (url, head) = one_shot_server(response).await;
     let client = NewsClient::new(&url, Some(Secret::new(KEY)), settings()).expect("client");
 
-    page_of(client.fetch_page(&query(), 3, 7).await);
+    page_of(client.fetch_page(&query(), 3, 7, admit_all).await);
     assert!(!format!("{client:?}").contains(KEY));
 
     let head = head.await.expect("request captured");
@@ -88,7 +88,7 @@ async fn a_key_echoed_by_the_server_is_scrubbed_from_the_error() {
     let (url, _head) = one_shot_server(response.into_bytes()).await;
     let client = NewsClient::new(&url, Some(Secret::new(KEY)), settings()).expect("client");
 
-    let error = error_of(client.fetch_page(&query(), 1, 5).await);
+    let error = error_of(client.fetch_page(&query(), 1, 5, admit_all).await);
 
     assert!(error.to_string().contains("bad ***"), "{error}");
 }

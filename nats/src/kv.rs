@@ -1,0 +1,52 @@
+//! The key-value buckets newsflow keeps in JetStream beside the `NEWS` stream:
+//! - [`BUDGET_BUCKET`]: one request ledger per NewsAPI key fingerprint
+//!   (`newsflow_core::budget::Ledger`), changed by compare-and-set by every worker on that key;
+//! - [`PLANS_BUCKET`]: one [`JobPlan`](crate::wire::JobPlan) per running job, written by its
+//!   worker after each run and read by data-streams for `next_run_at` and
+//!   `consecutive_failures`.
+//!
+//! Both keep one value per key (history 1) on file storage, replicated like the stream.
+
+use async_nats::jetstream::{self, kv};
+
+/// Request ledgers by key fingerprint.
+pub const BUDGET_BUCKET: &str = "newsflow_budget";
+/// Job plans by job id.
+pub const PLANS_BUCKET: &str = "newsflow_plans";
+
+/// Why a bucket could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("could not open the JetStream key-value bucket {bucket}: {source}")]
+pub struct BucketError {
+    /// The bucket.
+    pub bucket: &'static str,
+    /// What JetStream said.
+    #[source]
+    pub source: async_nats::Error,
+}
+
+/// Opens `bucket`, creating it with `replicas` replicas if it does not exist yet. Creating is
+/// idempotent, so every process may race to do it.
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &'static str,
+    description: &str,
+    replicas: usize,
+) -> Result<kv::Store, BucketError> {
+    if let Ok(store) = js.get_key_value(bucket).await {
+        return Ok(store);
+    }
+    js.create_key_value(kv::Config {
+        bucket: bucket.to_owned(),
+        description: description.to_owned(),
+        history: 1,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    })
+    .await
+    .map_err(|source| BucketError {
+        bucket,
+        source: source.into(),
+    })
+}
