@@ -144,7 +144,11 @@ export NATS_URL="nats://127.0.0.1:$nats_port"
 wait_until 20 "nats-server accepting connections" port_busy "$nats_port"
 start data-streams data-streams "$bin/data-streams" --http-addr "127.0.0.1:$http_port" \
   --data-dir "$data/data-streams"
-start worker worker env NEWSAPI_URL="http://127.0.0.1:$mock_port" NEWSAPI_KEY=demo-key "$bin/worker"
+# The mock is not metered like NewsAPI's free plan (50 requests per 12 hours, the worker's
+# default): the demo job's 30-second interval gets a budget it fits in, so `GET /quota` has
+# something to show without runs being skipped.
+start worker worker env NEWSAPI_URL="http://127.0.0.1:$mock_port" NEWSAPI_KEY=demo-key \
+  NEWSAPI_REQUEST_BUDGET=1000 NEWSAPI_BUDGET_WINDOW_SECS=3600 "$bin/worker"
 
 api="http://127.0.0.1:$http_port"
 wait_until 60 "data-streams ready" http -f -o /dev/null "$api/readyz"

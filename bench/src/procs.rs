@@ -72,6 +72,8 @@ impl Bins {
         let spec = self
             .spec(name, "worker", log_dir)
             .args(["--nats-url", nats_url, "--newsapi-key", "demo-key"])
+            // The mock is not metered; the budget's own cost is not what this measures.
+            .args(["--request-budget", "0"])
             .args(["--newsapi-url".to_owned(), format!("http://{mock_addr}")])
             .ready_when("worker ready");
         Proc::spawn(spec).await

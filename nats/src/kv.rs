@@ -27,26 +27,34 @@ pub struct BucketError {
 
 /// Opens `bucket`, creating it with `replicas` replicas if it does not exist yet. Creating is
 /// idempotent, so every process may race to do it.
+///
+/// The bucket's stream is created here rather than by `create_key_value`, which first reads the
+/// account's JetStream limits in a shape nats-server 2.9 does not send; the stream settings are
+/// those of a key-value bucket with history 1.
 pub async fn open_bucket(
     js: &jetstream::Context,
     bucket: &'static str,
     description: &str,
     replicas: usize,
 ) -> Result<kv::Store, BucketError> {
+    let error = |source: async_nats::Error| BucketError { bucket, source };
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
-    js.create_key_value(kv::Config {
-        bucket: bucket.to_owned(),
-        description: description.to_owned(),
-        history: 1,
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.to_owned()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
         storage: jetstream::stream::StorageType::File,
         num_replicas: replicas.max(1),
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
         ..Default::default()
     })
     .await
-    .map_err(|source| BucketError {
-        bucket,
-        source: source.into(),
-    })
+    .map_err(|e| error(e.into()))?;
+    js.get_key_value(bucket).await.map_err(|e| error(e.into()))
 }

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use crate::process::Spec;
+
 /// The programs of the workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Program {
@@ -27,6 +29,21 @@ impl Program {
             Self::Watch => "newsflow-watch",
         }
     }
+}
+
+/// A spec for `program` as the suites run it: plain logs (`NO_COLOR`), `RUST_LOG=info` unless
+/// the caller's environment sets `RUST_LOG`, and for a worker no request budget
+/// (`NEWSAPI_REQUEST_BUDGET=0`): the mock is not metered, and the suites that test the budget
+/// pass `--request-budget`, which beats the environment.
+pub fn program_spec(program: Program, name: &str, dir: &Path) -> Spec {
+    let mut spec = Spec::new(name, binary(program), dir).env("NO_COLOR", "1");
+    if std::env::var_os("RUST_LOG").is_none() {
+        spec = spec.env("RUST_LOG", "info");
+    }
+    if program == Program::Worker {
+        spec = spec.env("NEWSAPI_REQUEST_BUDGET", "0");
+    }
+    spec
 }
 
 /// The workspace's root directory (the parent of this crate).

@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// The fields of a Job.
-pub const JOB_FIELDS: [&str; 13] = [
+pub const JOB_FIELDS: [&str; 15] = [
     "id",
     "endpoint",
     "params",
@@ -21,6 +21,8 @@ pub const JOB_FIELDS: [&str; 13] = [
     "worker",
     "latest_batch",
     "last_error",
+    "next_run_at",
+    "consecutive_failures",
     "created_at",
     "updated_at",
 ];
@@ -138,7 +140,23 @@ pub fn assert_batch_id(value: &Value, what: &str) -> BatchId {
 
 /// Asserts `job` has the contract's Job shape.
 pub fn assert_job(job: &Value) {
+    // A create or a start answers with the Job and its `warnings`.
+    let mut job = job.clone();
+    if let Some(warnings) = job.as_object_mut().and_then(|o| o.remove("warnings")) {
+        for warning in warnings.as_array().expect("warnings is an array") {
+            assert_keys(warning, &["code", "message"], "a Warning");
+            assert!(warning["code"].is_string() && warning["message"].is_string());
+        }
+    }
+    let job = &job;
     assert_keys(job, &JOB_FIELDS, "a Job");
+    if !job["next_run_at"].is_null() {
+        assert_time(&job["next_run_at"], "Job.next_run_at");
+    }
+    assert!(
+        job["consecutive_failures"].is_u64(),
+        "Job.consecutive_failures: {job}"
+    );
     assert!(
         job["id"].as_str().is_some_and(|id| !id.is_empty()),
         "Job.id: {job}"

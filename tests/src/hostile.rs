@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::bins::{binary, workspace_root, Program};
+use crate::bins::{binary, program_spec, workspace_root, Program};
 use crate::process::{Proc, Spec};
 use crate::system::{FAST_DS_ARGS, FAST_WORKER_ARGS};
 
@@ -307,12 +307,8 @@ pub async fn spawn_program(
     env: &[(&str, &str)],
     ready: Option<&str>,
 ) -> Proc {
-    let mut spec = Spec::new(name, binary(program), dir)
-        .args(args.iter().cloned())
-        .env("NO_COLOR", "1");
-    if std::env::var_os("RUST_LOG").is_none() && !env.iter().any(|(k, _)| *k == "RUST_LOG") {
-        spec = spec.env("RUST_LOG", "info");
-    }
+    // The caller's variables come last, so they win.
+    let mut spec = program_spec(program, name, dir).args(args.iter().cloned());
     for (key, value) in env {
         spec = spec.env(*key, *value);
     }

@@ -6,7 +6,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::api::Api;
-use crate::bins::{binary, Program};
+use crate::bins::{program_spec, Program};
 use crate::bus::Bus;
 use crate::mock::{MockClient, DEMO_KEY};
 use crate::nats_server::NatsServer;
@@ -397,14 +397,7 @@ impl System {
     }
 
     fn spec(&self, program: Program, name: &str, args: Vec<String>) -> Spec {
-        // Plain log files: tracing-subscriber honours NO_COLOR.
-        let mut spec = Spec::new(name, binary(program), self.dir())
-            .args(args)
-            .env("NO_COLOR", "1");
-        if std::env::var_os("RUST_LOG").is_none() {
-            spec = spec.env("RUST_LOG", "info");
-        }
-        spec
+        program_spec(program, name, self.dir()).args(args)
     }
 
     /// Every process's log tail (also printed automatically when a test fails).

@@ -201,6 +201,11 @@ async fn least_privilege_users_run_a_batch_end_to_end_and_the_worker_is_refused_
             WORKER_NATS_USER,
             "--nats-password",
             worker_password,
+            // The shared request budget and the job plans live in buckets the example grants.
+            "--request-budget",
+            "100",
+            "--budget-window-secs",
+            "3600",
         ])
         .workers(1)
         .start()
@@ -224,6 +229,22 @@ async fn least_privilege_users_run_a_batch_end_to_end_and_the_worker_is_refused_
     for article in page["articles"].as_array().into_iter().flatten() {
         assert_article(article);
     }
+    let quota = poll_until(BATCH_WITHIN, || async {
+        let (status, quota) = api.get("/quota").await;
+        (status == StatusCode::OK && quota["keys"][0]["used"].as_u64() >= Some(1)).then_some(quota)
+    })
+    .await
+    .expect("the request ledger is readable under these permissions");
+    assert_eq!(quota["keys"][0]["budget"], 100, "{quota}");
+    let planned = poll_until(BATCH_WITHIN, || async {
+        let job = api.job("least").await;
+        job["next_run_at"].is_string().then_some(job)
+    })
+    .await;
+    assert!(
+        planned.is_some(),
+        "the job's plan is readable under these permissions"
+    );
     let (status, stopped) = api.post_empty("/jobs/least/stop").await;
     assert_eq!(status, StatusCode::OK, "{stopped}");
     assert!(

@@ -8,6 +8,7 @@
 //! - [`consumer`]: the ingest task: group commit (apply, flush, ack).
 //! - [`control`]: start/stop commands, heartbeats, the ownership reconciler.
 //! - [`http`]: routes, errors, OpenAPI.
+//! - [`mirror`]: in-memory copies of the workers' buckets: job plans and request ledgers.
 //! - [`state`]: what the tasks share (metrics, the batch cache, the ingest channel).
 //! - [`tasks`]: the supervisor that owns, joins and watches every background task.
 
@@ -15,13 +16,13 @@ pub mod config;
 pub mod consumer;
 pub mod control;
 pub mod http;
+pub mod mirror;
 pub mod state;
 pub mod store;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -37,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 pub use config::{Cli, Config};
 
 use crate::control::Control;
-use crate::state::Shared;
+use crate::state::{Shared, SharedSettings};
 use crate::store::{Ingest, Store};
 use crate::tasks::Supervisor;
 
@@ -65,20 +66,16 @@ pub async fn run(
     }
     let ingest = Ingest::new(store.clone())?.with_retention(config.retention);
     let (commands_tx, commands) = mpsc::channel(64);
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(Shared::new(
         store,
-        nats: Default::default(),
-        metrics: Default::default(),
-        consumer_bound: AtomicBool::new(false),
-        cache: Default::default(),
-        ingest: commands_tx,
-        api_token: config.api_token.clone(),
-        max_body_bytes: config.http.max_body_bytes,
-        in_flight: tokio::sync::Semaphore::new(config.http.max_in_flight),
-        store_stalled: OnceLock::new(),
-        dead_task: OnceLock::new(),
-        default_keep_batches: config.retention.default_keep,
-    });
+        commands_tx,
+        SharedSettings {
+            api_token: config.api_token.clone(),
+            max_body_bytes: config.http.max_body_bytes,
+            max_in_flight: config.http.max_in_flight,
+            default_keep_batches: config.retention.default_keep,
+        },
+    ));
     watch_for_stalls(Arc::downgrade(&shared), config.store_stall)?;
     let limits = config.http;
     let control = Arc::new(Control::new(config.control));
@@ -261,6 +258,25 @@ async fn background(
             shutdown.clone(),
         )
         .map(Ok),
+    );
+    let replicas = config.stream.replicas;
+    supervisor.spawn(
+        "job plans",
+        Arc::clone(&shared.plans).follow(
+            js.clone(),
+            replicas,
+            "newsflow: each running job's next run and failures in a row, by job id",
+            shutdown.clone(),
+        ),
+    );
+    supervisor.spawn(
+        "request budgets",
+        Arc::clone(&shared.budgets).follow(
+            js.clone(),
+            replicas,
+            "newsflow: NewsAPI requests per key fingerprint in the current window",
+            shutdown.clone(),
+        ),
     );
     supervisor.spawn(
         "reconciler",

@@ -44,9 +44,53 @@ pub struct Shared {
     pub dead_task: OnceLock<String>,
     /// What a job that did not choose `keep_batches` keeps (job views show the effective value).
     pub default_keep_batches: newsflow_core::KeepBatches,
+    /// What workers say about the jobs they run.
+    pub plans: std::sync::Arc<crate::mirror::Mirror<newsflow_nats::wire::JobPlan>>,
+    /// The request ledgers of the NewsAPI keys workers use.
+    pub budgets: std::sync::Arc<crate::mirror::Mirror<newsflow_core::budget::Ledger>>,
+}
+
+/// The settings [`Shared`] is built from.
+#[derive(Debug, Clone)]
+pub struct SharedSettings {
+    /// The bearer token every route but `/healthz` needs, when set.
+    pub api_token: Option<Secret>,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Requests that may be in flight at once.
+    pub max_in_flight: usize,
+    /// What a job that did not choose `keep_batches` keeps.
+    pub default_keep_batches: newsflow_core::KeepBatches,
 }
 
 impl Shared {
+    /// Shared state over `store`, with `ingest` leading to the store writer; NATS not yet
+    /// connected, nothing bound, nothing mirrored.
+    pub fn new(
+        store: Store,
+        ingest: mpsc::Sender<IngestCommand>,
+        settings: SharedSettings,
+    ) -> Self {
+        Self {
+            store,
+            nats: OnceLock::new(),
+            metrics: Metrics::default(),
+            consumer_bound: AtomicBool::new(false),
+            cache: BatchCache::default(),
+            ingest,
+            api_token: settings.api_token,
+            max_body_bytes: settings.max_body_bytes,
+            in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
+            store_stalled: OnceLock::new(),
+            dead_task: OnceLock::new(),
+            default_keep_batches: settings.default_keep_batches,
+            plans: std::sync::Arc::new(crate::mirror::Mirror::new(newsflow_nats::kv::PLANS_BUCKET)),
+            budgets: std::sync::Arc::new(crate::mirror::Mirror::new(
+                newsflow_nats::kv::BUDGET_BUCKET,
+            )),
+        }
+    }
+
     /// Whether NATS is connected right now.
     pub fn nats_connected(&self) -> bool {
         self.nats

@@ -88,20 +88,16 @@ mod tests {
 
     fn shared(dir: &std::path::Path) -> Arc<Shared> {
         let (ingest, _) = tokio::sync::mpsc::channel(1);
-        Arc::new(Shared {
-            store: crate::store::Store::open(dir).expect("opens"),
-            nats: Default::default(),
-            metrics: Default::default(),
-            consumer_bound: Default::default(),
-            cache: Default::default(),
+        Arc::new(Shared::new(
+            crate::store::Store::open(dir).expect("opens"),
             ingest,
-            api_token: None,
-            max_body_bytes: 1024,
-            in_flight: tokio::sync::Semaphore::new(1),
-            store_stalled: Default::default(),
-            dead_task: Default::default(),
-            default_keep_batches: newsflow_core::KeepBatches::DEFAULT,
-        })
+            crate::state::SharedSettings {
+                api_token: None,
+                max_body_bytes: 1024,
+                max_in_flight: 1,
+                default_keep_batches: newsflow_core::KeepBatches::DEFAULT,
+            },
+        ))
     }
 
     #[tokio::test]

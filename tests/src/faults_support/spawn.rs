@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::api::Api;
-use crate::bins::{binary, Program};
+use crate::bins::{program_spec, Program};
 use crate::mock::DEMO_KEY;
 use crate::process::{Proc, Spec};
 use crate::system::{System, DS_READY_WITHIN, FAST_DS_ARGS, FAST_WORKER_ARGS};
@@ -23,13 +23,7 @@ fn merge_flags(defaults: &[&str], overrides: &[&str]) -> Vec<String> {
 }
 
 fn spec(system: &System, program: Program, name: &str, args: Vec<String>) -> Spec {
-    let mut spec = Spec::new(name, binary(program), system.dir())
-        .args(args)
-        .env("NO_COLOR", "1");
-    if std::env::var_os("RUST_LOG").is_none() {
-        spec = spec.env("RUST_LOG", "info");
-    }
-    spec
+    program_spec(program, name, system.dir()).args(args)
 }
 
 /// Starts a worker `id` of `system` whose flags are the `System`'s (fast timings, the mock)

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::error::{AppError, ErrorBody, JsonBody};
 use super::params::Params;
-use super::views::{JobList, JobView};
+use super::views::{JobList, JobView, JobWithWarnings};
 use super::AppState;
 use crate::state::IngestCommand;
 use crate::store::JobRecord;
@@ -21,11 +21,22 @@ pub fn path_job(raw: &str) -> Result<JobId, AppError> {
 
 fn view(state: &AppState, record: JobRecord) -> Result<JobView, AppError> {
     let status = state.shared.store.job_status(record.spec.id())?;
+    let plan = state.shared.plans.get(record.spec.id().as_str());
     Ok(JobView::new(
         record,
         status,
         state.shared.default_keep_batches,
+        plan,
     ))
+}
+
+/// The job's view with the warnings about its plan.
+fn view_with_warnings(state: &AppState, record: JobRecord) -> Result<JobWithWarnings, AppError> {
+    let warnings = super::quota::warnings(state)?;
+    Ok(JobWithWarnings {
+        job: view(state, record)?,
+        warnings,
+    })
 }
 
 fn load(state: &AppState, id: &JobId) -> Result<JobRecord, AppError> {
@@ -39,7 +50,7 @@ fn load(state: &AppState, id: &JobId) -> Result<JobRecord, AppError> {
 /// Create a job and start it on a worker.
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = super::openapi::CreateJobBody,
     responses(
-        (status = 201, description = "Created (and started when a worker acknowledged; `worker` is null otherwise)", body = JobView),
+        (status = 201, description = "Created (and started when a worker acknowledged; `worker` is null otherwise), with `warnings` (`over_budget`)", body = JobWithWarnings),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 409, description = "The id is taken", body = ErrorBody),
@@ -70,7 +81,10 @@ pub async fn create(
     state.shared.store.flush().await?;
     state.control.start(&state.shared, &id).await;
     let record = load(&state, &id)?;
-    Ok((StatusCode::CREATED, Json(view(&state, record)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(view_with_warnings(&state, record)?),
+    ))
 }
 
 /// List jobs by id.
@@ -112,11 +126,11 @@ pub async fn get(
 
 /// Resume a stopped job.
 #[utoipa::path(post, path = "/jobs/{id}/start", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = JobView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "Running, with `warnings` (`over_budget`)", body = JobWithWarnings), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<JobView>, AppError> {
+) -> Result<Json<JobWithWarnings>, AppError> {
     let id = path_job(&id)?;
     let before = load(&state, &id)?;
     if before.state != JobState::Running || before.worker.is_none() {
@@ -129,7 +143,7 @@ pub async fn start(
         state.shared.store.flush().await?;
         state.control.start(&state.shared, &id).await;
     }
-    Ok(Json(view(&state, load(&state, &id)?)?))
+    Ok(Json(view_with_warnings(&state, load(&state, &id)?)?))
 }
 
 /// Stop fetching: the owning worker is told to stop and acknowledges.

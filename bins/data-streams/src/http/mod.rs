@@ -7,6 +7,7 @@
 //! - [`jobs`]: create, list, read, start, stop, delete.
 //! - [`articles`]: latest complete batch, batches, one batch's articles, the feed.
 //! - [`ops`]: health, readiness, metrics, dead letters, OpenAPI.
+//! - [`quota`]: the shared NewsAPI request budgets and the `over_budget` warning.
 //! - [`views`]: the JSON shapes.
 //! - [`openapi`]: the generated OpenAPI document.
 //! - [`serve`]: the HTTP/1 server with its connection bounds and header deadline.
@@ -17,6 +18,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod ops;
 pub mod params;
+pub mod quota;
 pub mod serve;
 pub mod views;
 
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/dead-letters", get(ops::dead_letters))
+        .route("/quota", get(quota::quota))
         .route("/openapi.json", get(ops::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);

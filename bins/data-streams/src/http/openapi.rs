@@ -60,6 +60,7 @@ pub struct CreateJobBody {
         super::articles::feed,
         super::ops::healthz,
         super::ops::readyz,
+        super::quota::quota,
         super::ops::metrics,
         super::ops::dead_letters,
         super::ops::openapi,

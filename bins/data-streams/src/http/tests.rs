@@ -2,8 +2,7 @@
 //! temporary sled store, no NATS (so no start or stop command is sent), and batches written
 //! straight into the store through ingest.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -16,7 +15,7 @@ use tower::ServiceExt as _;
 
 use super::{router, AppState};
 use crate::control::{Control, ControlSettings};
-use crate::state::Shared;
+use crate::state::{Shared, SharedSettings};
 use crate::store::{testing, Ingest, Store};
 
 const TOKEN: &str = "router-test-token";
@@ -65,20 +64,16 @@ impl Api {
         let store = Store::open(dir.path()).expect("the store opens");
         // The ingest task is not running: a delete answers 503, which no test here needs.
         let (ingest, _) = tokio::sync::mpsc::channel(1);
-        let shared = Arc::new(Shared {
-            store: store.clone(),
-            nats: OnceLock::new(),
-            metrics: Default::default(),
-            consumer_bound: AtomicBool::new(false),
-            cache: Default::default(),
+        let shared = Arc::new(Shared::new(
+            store.clone(),
             ingest,
-            api_token: token.map(Secret::new),
-            max_body_bytes: BODY_LIMIT,
-            in_flight: tokio::sync::Semaphore::new(16),
-            store_stalled: OnceLock::new(),
-            dead_task: OnceLock::new(),
-            default_keep_batches: newsflow_core::KeepBatches::DEFAULT,
-        });
+            SharedSettings {
+                api_token: token.map(Secret::new),
+                max_body_bytes: BODY_LIMIT,
+                max_in_flight: 16,
+                default_keep_batches: newsflow_core::KeepBatches::DEFAULT,
+            },
+        ));
         let control = Arc::new(Control::new(ControlSettings {
             worker_timeout: Duration::from_secs(15),
             reconcile_every: Duration::from_secs(5),

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use newsflow_core::batch::markerless_status;
 use newsflow_core::{BatchId, BatchStatus, Endpoint, ErrorInfo, JobState, KeepBatches};
+use newsflow_nats::wire::JobPlan;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -36,8 +37,16 @@ pub struct JobView {
     pub worker: Option<WorkerRef>,
     /// The latest complete batch.
     pub latest_batch: Option<LatestBatch>,
-    /// The most recent failure (kept after later successes).
+    /// The most recent failure (kept after later successes), a run skipped for lack of request
+    /// budget included.
     pub last_error: Option<LastError>,
+    /// When the owning worker runs it next; null while it is stopped or no worker has said.
+    #[serde(with = "newsflow_core::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_run_at: Option<OffsetDateTime>,
+    /// Runs in a row that made no complete batch (failed, unpublished or skipped), as its
+    /// worker counts them; 0 after a complete batch.
+    pub consecutive_failures: u32,
     /// Creation time.
     #[serde(with = "newsflow_core::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -49,9 +58,32 @@ pub struct JobView {
 }
 
 impl JobView {
-    /// Joins what the API owns with what ingest learned.
-    pub fn new(record: JobRecord, status: JobStatus, default_keep: KeepBatches) -> Self {
+    /// Joins what the API owns with what ingest learned and what its worker plans. A plan is
+    /// only believed from the worker that owns the job now.
+    pub fn new(
+        record: JobRecord,
+        status: JobStatus,
+        default_keep: KeepBatches,
+        plan: Option<JobPlan>,
+    ) -> Self {
         let spec = &record.spec;
+        let skipped = plan.as_ref().and_then(|plan| plan.skipped.clone());
+        let owner_plan = plan.filter(|plan| {
+            record.state == JobState::Running
+                && record
+                    .worker
+                    .as_ref()
+                    .is_some_and(|owner| owner.id == plan.worker_id)
+        });
+        let last_error = match (status.last_error, skipped) {
+            (Some(known), Some(skip)) if known.at >= skip.at => Some(known),
+            (_, Some(skip)) => Some(LastError {
+                at: skip.at,
+                code: skip.error.code,
+                message: skip.error.message,
+            }),
+            (known, None) => known,
+        };
         Self {
             id: spec.id().to_string(),
             endpoint: spec.query().endpoint(),
@@ -63,11 +95,56 @@ impl JobView {
             state: record.state,
             worker: record.worker,
             latest_batch: status.latest,
-            last_error: status.last_error,
+            last_error,
+            next_run_at: owner_plan.as_ref().and_then(|plan| plan.next_run_at),
+            consecutive_failures: owner_plan.map_or(0, |plan| plan.consecutive_failures),
             created_at: record.created_at,
             updated_at: record.updated_at,
         }
     }
+}
+
+/// A job just created or started, with what the user should know about its plan.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct JobWithWarnings {
+    /// The job.
+    #[serde(flatten)]
+    pub job: JobView,
+    /// Things that will go wrong with this plan (`over_budget`); empty when none.
+    pub warnings: Vec<Warning>,
+}
+
+/// Something that will go wrong, though the request succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Warning {
+    /// Stable snake_case code: `over_budget`.
+    pub code: String,
+    /// What will happen and what to change.
+    pub message: String,
+}
+
+/// `GET /quota`: each NewsAPI key's request budget as the workers share it.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct QuotaView {
+    /// One entry per key, by fingerprint.
+    pub keys: Vec<KeyQuota>,
+}
+
+/// One key's budget.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct KeyQuota {
+    /// The first 16 hex digits of the key's SHA-256 (never the key).
+    pub fingerprint: String,
+    /// Requests allowed in any window.
+    pub budget: u32,
+    /// The window, in seconds.
+    pub window_secs: u64,
+    /// Requests counted in the window ending now.
+    pub used: u64,
+    /// When the oldest counted request leaves the window; null when none is counted.
+    #[serde(with = "newsflow_core::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub resets_at: Option<OffsetDateTime>,
 }
 
 /// `{"jobs":[Job]}`.
