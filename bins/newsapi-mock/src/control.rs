@@ -30,9 +30,24 @@ pub struct Stats {
     pub by_path: BTreeMap<String, u64>,
     /// When the last one arrived, RFC 3339.
     pub last_request_at: Option<String>,
+    /// When each `/v2/*` request arrived, in milliseconds since the Unix epoch, oldest first
+    /// (the latest [`MAX_ARRIVALS`]): what a metered API counts against a key's quota.
+    pub arrivals_ms: std::collections::VecDeque<u64>,
 }
 
+/// How many arrival times the stats keep.
+pub const MAX_ARRIVALS: usize = 100_000;
+
 impl Stats {
+    /// Notes that a `/v2/*` request arrived now, before it is answered.
+    pub fn arrived(&mut self) {
+        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        if self.arrivals_ms.len() == MAX_ARRIVALS {
+            self.arrivals_ms.pop_front();
+        }
+        self.arrivals_ms.push_back(u64::try_from(now).unwrap_or(0));
+    }
+
     /// Counts one request to `path` that ended with `status`.
     pub fn record(&mut self, path: &str, status: &str) {
         self.requests += 1;

@@ -123,6 +123,7 @@ async fn sources(State(state): State<AppState>, uri: Uri, headers: HeaderMap) ->
 
 /// Answers one `/v2/*` request, through the next queued fault if there is one, and counts it.
 async fn serve(state: &AppState, route: Route, uri: &Uri, headers: &HeaderMap) -> Response {
+    state.stats().arrived();
     if !state.inner.latency.is_zero() {
         tokio::time::sleep(state.inner.latency).await;
     }
