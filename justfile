@@ -44,6 +44,11 @@ soak cycles="20":
     cargo build --workspace --bins
     SOAK_CYCLES={{cycles}} cargo test -p newsflow-tests --test soak -- --ignored --nocapture
 
+# Jobs every second until 2,000 batches: RSS, file descriptors and threads must stay flat.
+soak-long batches="2000":
+    cargo build --workspace --bins
+    SOAK_LONG_BATCHES={{batches}} cargo test -p newsflow-tests --test soak_long -- --ignored --nocapture
+
 # Property-based fuzzing of the parsers of untrusted bytes, for a bounded time.
 fuzz cases="200000":
     PROPTEST_CASES={{cases}} cargo test --release -p newsflow-core -p newsflow-nats -p data-streams -- --test-threads=2 never_panic

@@ -159,7 +159,15 @@ async fn creating_a_job_answers_201_with_the_job_and_a_taken_id_answers_409() {
     assert_eq!(job["state"], "running");
     assert_eq!(job["worker"], Value::Null, "no worker without NATS");
     assert_eq!(job["latest_batch"], Value::Null);
-    assert_eq!(api.get("/jobs/btc").await.json(), job);
+    assert_eq!(job["next_run_at"], Value::Null, "no worker has planned it");
+    assert_eq!(job["consecutive_failures"], 0);
+    assert_eq!(job["warnings"], json!([]), "no budget known without NATS");
+    let mut without_warnings = job.clone();
+    without_warnings
+        .as_object_mut()
+        .expect("an object")
+        .remove("warnings");
+    assert_eq!(api.get("/jobs/btc").await.json(), without_warnings);
 
     let again = api
         .create(&json!({"id":"btc","params":{"q":"ether"}}))
@@ -424,7 +432,7 @@ async fn the_openapi_document_declares_bearer_security_only_when_a_token_is_set(
         json!({"type":"http","scheme":"bearer"})
     );
     let operations = security_of(&guarded);
-    assert_eq!(operations.len(), 15, "every operation is checked");
+    assert_eq!(operations.len(), 16, "every operation is checked");
     for (operation, security) in operations {
         let expected = if operation == "get /healthz" {
             json!([{}])
