@@ -214,9 +214,19 @@ async fn ingest_once(
     .await?;
     let rss_max = sampler.stop().await;
     let seconds = visible.duration_since(ready).as_secs_f64();
+    // A group is visible while it flushes and acknowledged after: the last acks may trail the
+    // last batch becoming visible by one flush.
     let mut metrics = Client::new(&addr);
-    let stored = read_metric(&mut metrics, "newsflow_articles_stored_total").await?;
-    let acked = read_metric(&mut metrics, "newsflow_messages_acked_total").await?;
+    let counted = Instant::now() + Duration::from_secs(30);
+    let (stored, acked) = loop {
+        let stored = read_metric(&mut metrics, "newsflow_articles_stored_total").await?;
+        let acked = read_metric(&mut metrics, "newsflow_messages_acked_total").await?;
+        let done = stored as u64 >= articles && acked as u64 >= messages;
+        if done || Instant::now() >= counted {
+            break (stored, acked);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let groups = read_metric(&mut metrics, "newsflow_ingest_groups_total").await?;
     let flush_us = read_metric(&mut metrics, "newsflow_ingest_flush_microseconds_total").await?;
     ensure!(
