@@ -35,6 +35,7 @@ fn routes() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("/readyz", &["get"]),
         ("/metrics", &["get"]),
         ("/dead-letters", &["get"]),
+        ("/quota", &["get"]),
         ("/openapi.json", &["get"]),
     ]
     .into_iter()
