@@ -54,7 +54,7 @@ async fn wait_for_budget_known(api: &Api, budget: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_sharing_a_key_never_send_more_than_the_budget_in_any_window() {
     let (budget, window_secs) = (8u64, 6u64);
-    let mut system = System::builder()
+    let system = System::builder()
         .workers(2)
         .worker_args([
             "--request-budget".to_owned(),
