@@ -58,6 +58,13 @@ pub fn now_utc() -> time::OffsetDateTime {
     now.replace_millisecond(millis).unwrap_or(now)
 }
 
+/// The time `ms` milliseconds after the Unix epoch (the epoch itself if out of range).
+pub fn from_unix_ms(ms: u64) -> time::OffsetDateTime {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
 /// `at` as RFC 3339 text, the contract's time format (for messages; JSON fields use [`rfc3339`]).
 pub fn rfc3339_text(at: time::OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)

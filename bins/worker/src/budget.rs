@@ -17,7 +17,6 @@ use newsflow_core::{unix_ms, Secret};
 use newsflow_nats::async_nats::jetstream;
 use newsflow_nats::async_nats::jetstream::kv;
 use newsflow_nats::kv::{open_bucket, BucketError, BUDGET_BUCKET};
-use time::OffsetDateTime;
 
 use crate::config::BudgetSettings;
 
@@ -74,7 +73,7 @@ impl Budget {
         match self.change(|ledger| ledger.take(ask, now), now).await {
             Ok(()) => Ok(()),
             Err(Refusal::Exhausted(exhausted)) => {
-                let returns_at = from_ms(exhausted.returns_at_ms);
+                let returns_at = newsflow_core::from_unix_ms(exhausted.returns_at_ms);
                 let when = newsflow_core::rfc3339_text(returns_at);
                 let message = if exhausted.cap_reached {
                     format!(
@@ -187,9 +186,4 @@ enum Refusal {
 
 fn now_ms() -> u64 {
     unix_ms(newsflow_core::now_utc())
-}
-
-fn from_ms(ms: u64) -> OffsetDateTime {
-    let nanos = i128::from(ms) * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::Json;
 use newsflow_core::budget::{planned_requests, Ledger};
 use newsflow_core::{unix_ms, JobState};
-use time::OffsetDateTime;
 
 use super::error::{AppError, ErrorBody};
 use super::views::{KeyQuota, QuotaView, Warning};
@@ -29,7 +28,7 @@ pub async fn quota(State(state): State<AppState>) -> Result<Json<QuotaView>, App
             budget: ledger.budget,
             window_secs: ledger.window_secs,
             used: ledger.used(now_ms),
-            resets_at: ledger.resets_at_ms(now_ms).map(from_ms),
+            resets_at: ledger.resets_at_ms(now_ms).map(newsflow_core::from_unix_ms),
         })
         .collect();
     keys.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
@@ -90,11 +89,6 @@ fn current_ledgers(state: &AppState) -> Result<Vec<(String, Ledger)>, AppError> 
         ));
     }
     Ok(state.shared.budgets.all())
-}
-
-fn from_ms(ms: u64) -> OffsetDateTime {
-    let nanos = i128::from(ms) * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]
