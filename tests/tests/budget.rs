@@ -198,7 +198,7 @@ async fn three_jobs_every_second_each_complete_two_batches_in_thirty_seconds_on_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_show_in_job_views_and_creates_warn_when_running_jobs_exceed_the_budget() {
     // The free plan's budget, as NewsAPI meters it.
-    let system = System::builder()
+    let mut system = System::builder()
         .workers(1)
         .worker_args(["--request-budget", "50", "--budget-window-secs", "43200"])
         .start()
@@ -244,8 +244,22 @@ async fn plans_show_in_job_views_and_creates_warn_when_running_jobs_exceed_the_b
     assert_eq!(status, StatusCode::OK, "{started}");
     assert_eq!(started["warnings"][0]["code"], "over_budget", "{started}");
 
+    // A restarted data-streams reads the plans already written (no run in between).
+    system.restart_data_streams().await;
+    let api = system.api();
+    let reread = wait_for(WITHIN, "daily's plan after a restart", || async {
+        let job = api.job("daily").await;
+        job["next_run_at"].is_string().then_some(job)
+    })
+    .await;
+    assert_eq!(reread["next_run_at"], planned["next_run_at"], "{reread}");
+
     // The count is shared and visible.
-    let quota = api.ok("/quota").await;
+    let quota = wait_for(WITHIN, "GET /quota after the restart", || async {
+        let (status, quota) = api.get("/quota").await;
+        (status == StatusCode::OK && !quota["keys"].as_array()?.is_empty()).then_some(quota)
+    })
+    .await;
     let key = &quota["keys"][0];
     assert_eq!(
         (key["budget"].as_u64(), key["window_secs"].as_u64()),
@@ -274,11 +288,29 @@ async fn quota_is_unavailable_while_nats_is_down_and_returns_after() {
     assert_error(&refused, "not_ready");
 
     system.nats().start_again().await;
-    wait_for_budget_known(&api, 50).await;
-    let back = poll_until(WITHIN, || async {
-        let (status, _) = api.get("/quota").await;
-        (status == StatusCode::OK).then_some(())
+    let before = wait_for_budget_known(&api, 50).await["keys"][0]["used"]
+        .as_u64()
+        .expect("used");
+
+    // The copy follows the ledger again: a new job's request shows up in the count.
+    api.create_job_ok(&job("after-restart", 3600)).await;
+    let counted = poll_until(WITHIN, || async {
+        let (status, quota) = api.get("/quota").await;
+        (status == StatusCode::OK && quota["keys"][0]["used"].as_u64() > Some(before))
+            .then_some(quota)
     })
     .await;
-    assert!(back.is_some());
+    assert!(
+        counted.is_some(),
+        "GET /quota follows the ledger after NATS came back"
+    );
+    let planned = poll_until(WITHIN, || async {
+        let job = api.job("after-restart").await;
+        job["next_run_at"].is_string().then_some(job)
+    })
+    .await;
+    assert!(
+        planned.is_some(),
+        "job plans are followed after NATS came back"
+    );
 }

@@ -1,14 +1,20 @@
 //! In-memory copies of the two key-value buckets the workers write: job plans (for
 //! `next_run_at`, `consecutive_failures` and skipped runs in job views) and request ledgers
-//! (for `GET /quota` and the `over_budget` warning). A watch keeps each copy current, so
-//! reading one costs no NATS round trip.
+//! (for `GET /quota` and the `over_budget` warning), kept current so reading one costs no NATS
+//! round trip.
+//!
+//! Each copy is fed by an ephemeral *pull* consumer over the bucket's stream, starting from the
+//! last value of every key. A pushed watch would lose the values the server sends before the
+//! client's subscription is in place, and nats-server 2.9 does not keep ephemeral consumers
+//! across a restart; a pull loses nothing, and when the consumer is gone (a restart) a new one
+//! rebuilds the copy from scratch, so keys deleted meanwhile disappear too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use futures::StreamExt as _;
 use newsflow_core::retry::Backoff;
 use newsflow_nats::kv::open_bucket;
@@ -53,19 +59,29 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Mirror<T> {
         self.current.load(Ordering::Acquire)
     }
 
-    fn apply(&self, entry: kv::Entry) {
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        if entry.operation != kv::Operation::Put {
-            entries.remove(&entry.key);
+    /// Applies one stream message of the bucket to `entries`: a put sets its key, a delete or
+    /// purge (`KV-Operation` header) removes it.
+    fn apply(&self, entries: &mut HashMap<String, T>, message: &jetstream::Message) {
+        let prefix = format!("$KV.{}.", self.bucket);
+        let Some(key) = message.subject.as_str().strip_prefix(prefix.as_str()) else {
+            return;
+        };
+        let removed = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get("KV-Operation"))
+            .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+        if removed {
+            entries.remove(key);
             return;
         }
-        match serde_json::from_slice::<T>(&entry.value) {
+        match serde_json::from_slice::<T>(&message.payload) {
             Ok(value) => {
-                entries.insert(entry.key, value);
+                entries.insert(key.to_owned(), value);
             }
             Err(error) => {
-                entries.remove(&entry.key);
-                tracing::warn!(bucket = self.bucket, key = %entry.key, %error, "ignoring an entry that is not valid");
+                entries.remove(key);
+                tracing::warn!(bucket = self.bucket, key, %error, "ignoring an entry that is not valid");
             }
         }
     }
@@ -110,29 +126,59 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Mirror<T> {
         description: &str,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let store = open_bucket(js, self.bucket, description, replicas).await?;
-        let mut watch = store.watch_all().await?;
-        // An empty bucket sends nothing: the copy is current once the watch is set up and
-        // nothing is pending.
-        let pending = store.status().await?.values();
-        if pending == 0 {
-            self.current.store(true, Ordering::Release);
+        open_bucket(js, self.bucket, description, replicas).await?;
+        let stream = js.get_stream(format!("KV_{}", self.bucket)).await?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                filter_subject: format!("$KV.{}.>", self.bucket),
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(60),
+                ..Default::default()
+            })
+            .await?;
+        let mut pending = consumer.cached_info().num_pending;
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(1_000)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(15))
+            .messages()
+            .await?;
+        // The copy is rebuilt: keys deleted while no consumer was following are gone too.
+        let mut fresh = HashMap::new();
+        let mut caught_up = pending == 0;
+        if caught_up {
+            self.replace(fresh);
+            fresh = HashMap::new();
         }
+        tracing::info!(bucket = self.bucket, pending, "following the bucket");
         loop {
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
-                next = watch.next() => next,
+                next = messages.next() => next,
             };
-            let Some(entry) = next else {
+            let Some(message) = next else {
                 return Ok(());
             };
-            let entry = entry?;
-            let caught_up = entry.delta == 0 || entry.seen_current;
-            self.apply(entry);
+            let message = message?;
             if caught_up {
-                self.current.store(true, Ordering::Release);
+                let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+                self.apply(&mut entries, &message);
+                continue;
+            }
+            self.apply(&mut fresh, &message);
+            pending = message.info().map_or(0, |info| info.pending);
+            if pending == 0 {
+                caught_up = true;
+                self.replace(std::mem::take(&mut fresh));
             }
         }
+    }
+
+    fn replace(&self, entries: HashMap<String, T>) {
+        *self.entries.write().unwrap_or_else(PoisonError::into_inner) = entries;
+        self.current.store(true, Ordering::Release);
     }
 }

@@ -114,6 +114,7 @@ async fn write(store: &kv::Store, written: &mut HashMap<JobId, u64>, job: JobId,
             };
             match store.put(job.as_str(), value).await {
                 Ok(revision) => {
+                    tracing::debug!(job = %job, revision, "job plan written");
                     written.insert(job, revision);
                 }
                 Err(error) => tracing::warn!(job = %job, %error, "could not write a job plan"),
