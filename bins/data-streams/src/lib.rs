@@ -8,6 +8,7 @@
 //! - [`consumer`]: the ingest task: group commit (apply, flush, ack).
 //! - [`control`]: start/stop commands, heartbeats, the ownership reconciler.
 //! - [`http`]: routes, errors, OpenAPI.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`, and the consumer-lag poller.
 //! - [`state`]: what the tasks share (metrics, the batch cache, the ingest channel).
 //! - [`tasks`]: the supervisor that owns, joins and watches every background task.
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod consumer;
 pub mod control;
 pub mod http;
+pub mod metrics;
 pub mod state;
 pub mod store;
 pub mod tasks;
@@ -265,6 +267,15 @@ async fn background(
     supervisor.spawn(
         "reconciler",
         control::run_reconciler(control, shared.clone(), shutdown.clone()).map(Ok),
+    );
+    supervisor.spawn(
+        "consumer lag",
+        metrics::poll_consumer_lag(
+            stream.clone(),
+            consumer_settings.durable.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        ),
     );
     consumer::pull(stream, shared, consumer_settings, groups, shutdown).await?;
     // With NATS down a flush waits for a reconnect that may never come.

@@ -91,6 +91,11 @@ pub struct Cli {
     /// Milliseconds shutdown waits for running jobs to wind down before leaving them.
     #[arg(long, env = "WORKER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+
+    /// Address of the ops HTTP server (`/metrics`, `/healthz`, `/readyz`), e.g.
+    /// `127.0.0.1:9464`; unset, there is none.
+    #[arg(long, env = "WORKER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Everything [`crate::run`] needs. `Debug` is safe to log: the key prints as `***`.
@@ -114,6 +119,8 @@ pub struct Config {
     pub stream: StreamSettings,
     /// How long shutdown waits for running jobs.
     pub shutdown_grace: Duration,
+    /// Where the ops routes are served, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The shortest NewsAPI key accepted. NewsAPI's keys have 32 characters; a shorter value is
@@ -171,6 +178,7 @@ impl TryFrom<Cli> for Config {
                 ..StreamSettings::default()
             },
             shutdown_grace: Duration::from_millis(cli.shutdown_grace_ms),
+            metrics_addr: cli.metrics_addr,
         })
     }
 }

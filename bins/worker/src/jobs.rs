@@ -173,10 +173,16 @@ pub async fn run_job<S: PageSource, P: Publisher>(
         last_start = Some(started);
         let current = spec.borrow_and_update().clone();
         let late = lateness(due.into_std(), started.into_std());
+        crate::metrics::global()
+            .schedule_lateness
+            .observe(late.as_secs_f64());
         // Boxed: an idle job's task then holds a pointer, not a whole run's state machine,
         // which is what lets one worker keep thousands of jobs in little memory.
         let report = Box::pin(runner.run_batch(&current, late, &cancel)).await;
         let interval = current.interval().duration();
+        if !matches!(report.end, RunEnd::Cancelled) {
+            crate::metrics::global().job_ran(current.id(), matches!(report.end, RunEnd::Complete));
+        }
         let wait = match &report.end {
             RunEnd::Cancelled => break,
             RunEnd::Complete => {
@@ -205,6 +211,7 @@ pub async fn run_job<S: PageSource, P: Publisher>(
             "next run scheduled"
         );
     }
+    crate::metrics::global().job_left(spec.borrow().id());
     tracing::info!(job = %spec.borrow().id(), "job stopped");
 }
 

@@ -13,8 +13,11 @@
 //! - `jobs`: the registry of running jobs and each job's scheduling task.
 //! - `commands`: start and stop commands, parsed, acted on and answered.
 //! - `heartbeat`: the periodic list of jobs this worker runs.
+//! - `metrics`: the Prometheus registry every module records into.
+//! - `ops`: the optional ops address: `/metrics`, `/healthz`, `/readyz`.
 //! - `testing` (tests only): fakes of a run's two seams, page source and publisher.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +37,8 @@ mod config;
 mod fetch;
 mod heartbeat;
 mod jobs;
+mod metrics;
+mod ops;
 mod run;
 #[cfg(test)]
 mod testing;
@@ -71,12 +76,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .context("setting up the NewsAPI client")?;
 
+    let health = Arc::new(ops::Health::default());
+    let ops_stop = CancellationToken::new();
+    // Returning early (shutdown before NATS was reached) stops the ops server too.
+    let _ops_guard = ops_stop.clone().drop_guard();
+    let ops = match config.metrics_addr {
+        Some(addr) => Some(ops::serve(addr, Arc::clone(&health), ops_stop.clone()).await?),
+        None => None,
+    };
+
     let name = format!("newsflow-worker {worker_id}");
     let Ok(connected) = connect_with_retry(&config.nats, &name, &shutdown).await;
     let Some(nats) = connected else {
         tracing::info!("shutdown before NATS was reached; exiting");
         return Ok(());
     };
+    let _ = health.nats.set(nats.clone());
     let js = jetstream::ContextBuilder::new()
         .timeout(JETSTREAM_TIMEOUT)
         .build(nats.clone());
@@ -113,6 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let registry = Arc::new(jobs::Registry::new(Arc::new(move |spec, cancel| {
         tokio::spawn(jobs::run_job(Arc::clone(&runner), spec, cancel))
     })));
+    let _ = health.registry.set(Arc::clone(&registry));
     let heartbeat_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat::run(
         nats.clone(),
@@ -131,7 +147,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         registry: Arc::clone(&registry),
         stop_grace: config.shutdown_grace,
     };
+    health.commands_live.store(true, Ordering::Relaxed);
     let served = commands.serve(start, stop, &shutdown).await;
+    health.commands_live.store(false, Ordering::Relaxed);
     if let Err(error) = &served {
         tracing::error!(%error, "no longer receiving commands; shutting down");
     }
@@ -158,6 +176,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, "flushing NATS failed"),
         Err(_) => tracing::warn!("flushing NATS timed out"),
+    }
+    ops_stop.cancel();
+    if let Some(ops) = ops {
+        if let Err(error) = ops.await {
+            tracing::warn!(%error, "the ops server task failed");
+        }
     }
     tracing::info!(worker_id = %worker_id, "worker stopped");
     served.context("serving commands")

@@ -21,6 +21,8 @@ use newsflow_runtime::retry::RetryPolicy;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics;
+
 /// Marker header: how late the run started, in milliseconds (read by the benchmark).
 pub const LATENESS_HEADER: &str = "Newsflow-Lateness-Ms";
 
@@ -72,7 +74,11 @@ impl Publisher for JetStreamPublisher {
         messages: &[Outgoing],
         cancel: &CancellationToken,
     ) -> Result<(), PublishError> {
+        let started = std::time::Instant::now();
         let report = publish_all(&self.js, messages, &self.policy, cancel).await?;
+        let metrics = metrics::global();
+        metrics.published("page", started.elapsed());
+        metrics.articles_published.inc_by(messages.len() as u64);
         if report.duplicates > 0 || report.retried > 0 {
             tracing::debug!(
                 acked = report.acked,
@@ -89,9 +95,10 @@ impl Publisher for JetStreamPublisher {
         marker: &Outgoing,
         cancel: &CancellationToken,
     ) -> Result<(), PublishError> {
-        publish_one(&self.js, marker, &self.policy, cancel)
-            .await
-            .map(|_| ())
+        let started = std::time::Instant::now();
+        publish_one(&self.js, marker, &self.policy, cancel).await?;
+        metrics::global().published("marker", started.elapsed());
+        Ok(())
     }
 }
 
@@ -323,6 +330,7 @@ impl Batch<'_> {
             ),
             RunEnd::Complete | RunEnd::Cancelled => {}
         }
+        metrics::global().run_finished(status, clock.elapsed());
         tracing::info!(job = %job, batch = %self.id, status, articles, pages, duration_ms, "batch finished");
         RunReport {
             batch_id: self.id,
