@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use newsflow_tests::{wait_for, Bus, StatusCode, System};
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::{json, Value as Json};
@@ -308,4 +309,108 @@ async fn readyz_of_both_services_names_nats_while_it_is_stopped_and_recovers_whe
     assert_eq!(back["status"], "ready", "{back}");
     let worker_back = readyz(&worker, StatusCode::OK).await;
     assert_eq!(worker_back["commands_subscribed"], true, "{worker_back}");
+}
+
+/// Sends `subject` as a request and collects every reply that arrives within `within`, until
+/// `want` replies are in.
+async fn gather(bus: &Bus, subject: &str, want: usize, within: Duration) -> Vec<Json> {
+    let client = bus.client();
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.expect("an inbox");
+    client
+        .publish_with_reply(subject.to_owned(), inbox, Vec::new().into())
+        .await
+        .expect("publishing the request");
+    client.flush().await.expect("flushing");
+    let mut gathered = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while gathered.len() < want {
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+            break;
+        };
+        gathered.push(serde_json::from_slice(&message.payload).expect("a JSON reply"));
+    }
+    gathered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_answers_srv_ping_and_its_stats_count_the_commands_it_took() {
+    let system = System::builder().workers(2).start().await;
+    let api = system.api();
+    let bus = system.bus().await;
+
+    let pings = gather(&bus, "$SRV.PING.newsflow-worker", 2, Duration::from_secs(5)).await;
+    let mut workers: Vec<String> = pings
+        .iter()
+        .map(|p| {
+            assert_eq!(p["name"], "newsflow-worker", "{p}");
+            assert_eq!(p["type"], "io.nats.micro.v1.ping_response", "{p}");
+            p["metadata"]["worker_id"]
+                .as_str()
+                .expect("worker_id")
+                .to_owned()
+        })
+        .collect();
+    workers.sort();
+    assert_eq!(workers, ["worker-1", "worker-2"], "{pings:?}");
+
+    // The contract's command subjects are unchanged: a create is started by one worker.
+    api.create_job_ok(
+        &json!({"id": "discovered", "params": {"q": "bitcoin"}, "interval_secs": 60}),
+    )
+    .await;
+    let (status, _) = api.post_empty("/jobs/discovered/stop").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let stats = gather(
+        &bus,
+        "$SRV.STATS.newsflow-worker",
+        2,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(stats.len(), 2, "{stats:?}");
+    let mut starts = 0;
+    let mut stops = 0;
+    for worker in &stats {
+        assert_eq!(
+            worker["type"], "io.nats.micro.v1.stats_response",
+            "{worker}"
+        );
+        let endpoints = worker["endpoints"].as_array().expect("endpoints");
+        let start = endpoints
+            .iter()
+            .find(|e| e["name"] == "start")
+            .expect("a start endpoint");
+        assert_eq!(start["subject"], "news.ctl.start", "{worker}");
+        assert_eq!(start["queue_group"], "workers", "{worker}");
+        starts += start["num_requests"].as_u64().unwrap_or(0);
+        let stop = endpoints
+            .iter()
+            .find(|e| e["name"] == "stop")
+            .expect("a stop endpoint");
+        let id = pings
+            .iter()
+            .find(|p| p["id"] == worker["id"])
+            .and_then(|p| p["metadata"]["worker_id"].as_str())
+            .expect("the stats of a worker that answered the ping");
+        assert_eq!(stop["queue_group"], id, "{worker}");
+        assert_eq!(
+            stop["subject"],
+            format!("news.ctl.worker.{id}.stop"),
+            "{worker}"
+        );
+        stops += stop["num_requests"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(
+        starts, 1,
+        "one worker of the queue group took the start: {stats:?}"
+    );
+    assert!(stops >= 1, "the stop went to the owner: {stats:?}");
+
+    let info = gather(&bus, "$SRV.INFO.newsflow-worker", 2, Duration::from_secs(5)).await;
+    assert_eq!(info.len(), 2, "{info:?}");
+    assert!(info
+        .iter()
+        .all(|i| i["endpoints"].as_array().is_some_and(|e| e.len() == 2)));
 }

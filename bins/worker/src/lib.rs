@@ -12,6 +12,7 @@
 //! - `run`: one run of a job, one batch: the page loop and the marker.
 //! - `jobs`: the registry of running jobs and each job's scheduling task.
 //! - `commands`: start and stop commands, parsed, acted on and answered.
+//! - `service`: the NATS micro service (`$SRV.PING/INFO/STATS`) whose endpoints take them.
 //! - `heartbeat`: the periodic list of jobs this worker runs.
 //! - `metrics`: the Prometheus registry every module records into.
 //! - `ops`: the optional ops address: `/metrics`, `/healthz`, `/readyz`.
@@ -27,7 +28,6 @@ use newsflow_nats::async_nats::jetstream;
 use newsflow_nats::connect::connect_with_retry;
 use newsflow_nats::publish;
 use newsflow_nats::stream::{ensure_stream, StreamSettings};
-use newsflow_nats::subjects;
 use newsflow_runtime::retry::{retry, Failure, RetryPolicy};
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +40,7 @@ mod jobs;
 mod metrics;
 mod ops;
 mod run;
+mod service;
 #[cfg(test)]
 mod testing;
 
@@ -99,15 +100,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::info!("shutdown before the stream was provisioned; exiting");
         return Ok(());
     }
-    let start = nats
-        .queue_subscribe(subjects::START, subjects::WORKERS_QUEUE.to_owned())
-        .await
-        .with_context(|| format!("subscribing to {}", subjects::START))?;
-    let stop_subject = subjects::stop(&worker_id);
-    let stop = nats
-        .subscribe(stop_subject.clone())
-        .await
-        .with_context(|| format!("subscribing to {stop_subject}"))?;
+    let (service, start, stop) = service::register(&nats, &worker_id).await?;
     // The subscriptions must be on the server before anyone is told the worker is ready.
     if tokio::time::timeout(STEP_TIMEOUT, nats.flush())
         .await
@@ -142,7 +135,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracing::info!(worker_id = %worker_id, "worker ready");
 
     let commands = commands::Commands {
-        client: nats.clone(),
         worker_id: worker_id.clone(),
         registry: Arc::clone(&registry),
         stop_grace: config.shutdown_grace,
@@ -170,6 +162,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .is_err()
     {
         tracing::warn!("the last heartbeat timed out");
+    }
+    match tokio::time::timeout(STEP_TIMEOUT, service.stop()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "could not stop the NATS micro service"),
+        Err(_) => tracing::warn!("stopping the NATS micro service timed out"),
     }
     tracing::info!("shutting down: flushing NATS");
     match tokio::time::timeout(STEP_TIMEOUT, nats.flush()).await {
