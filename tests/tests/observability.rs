@@ -90,10 +90,12 @@ fn ops_addr(system: &mut System, id: &str) -> String {
     let stdout = system.worker(id).stdout();
     stdout
         .lines()
-        .find_map(|line| line.strip_prefix("worker ops listening on http://"))
+        .map(newsflow_tests::process::message_of)
+        .find_map(|line| {
+            line.strip_prefix("worker ops listening on http://")
+                .map(|addr| addr.trim().to_owned())
+        })
         .unwrap_or_else(|| panic!("{id} printed no ops address: {stdout}"))
-        .trim()
-        .to_owned()
 }
 
 /// Polls a scrape of `addr` until `check` passes, returning the scrape that did.

@@ -109,7 +109,7 @@ pub async fn run(
             shutdown.clone(),
         ),
     );
-    println!("data-streams listening on http://{addr}");
+    newsflow_runtime::logging::stdout_line(&format!("data-streams listening on http://{addr}"));
     tracing::info!(%addr, "data-streams listening");
     let app = http::router(http::AppState {
         shared: shared.clone(),

@@ -30,6 +30,7 @@ use newsflow_nats::publish;
 use newsflow_nats::stream::{ensure_stream, StreamSettings};
 use newsflow_runtime::retry::{retry, Failure, RetryPolicy};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 mod breaker;
 mod commands;
@@ -58,6 +59,12 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// jobs and sends heartbeats. On shutdown it stops taking commands, cancels every job, waits
 /// for them up to the grace period, flushes NATS and returns `Ok`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Every line the worker writes, its jobs' included, names the worker.
+    let span = tracing::info_span!("worker", worker_id = %config.worker_id);
+    serve(config, shutdown).instrument(span).await
+}
+
+async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker_id = config.worker_id.clone();
     tracing::info!(
         worker_id = %worker_id,
@@ -118,8 +125,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
         publisher: run::JetStreamPublisher::new(js, publish::default_policy()),
     });
+    let worker_span = tracing::Span::current();
     let registry = Arc::new(jobs::Registry::new(Arc::new(move |spec, cancel| {
-        tokio::spawn(jobs::run_job(Arc::clone(&runner), spec, cancel))
+        // Every line of a job's task names the worker and the job.
+        let job_id = spec.borrow().id().clone();
+        let span = tracing::info_span!(parent: &worker_span, "job", job_id = %job_id);
+        tokio::spawn(jobs::run_job(Arc::clone(&runner), spec, cancel).instrument(span))
     })));
     let _ = health.registry.set(Arc::clone(&registry));
     let heartbeat_stop = CancellationToken::new();
@@ -131,7 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         heartbeat_stop.clone(),
     ));
 
-    println!("worker ready id={worker_id}");
+    newsflow_runtime::logging::stdout_line(&format!("worker ready id={worker_id}"));
     tracing::info!(worker_id = %worker_id, "worker ready");
 
     let commands = commands::Commands {

@@ -54,7 +54,7 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .context("reading the ops listener's address")?;
-    println!("worker ops listening on http://{bound}");
+    newsflow_runtime::logging::stdout_line(&format!("worker ops listening on http://{bound}"));
     tracing::info!(addr = %bound, "ops address up: /metrics, /healthz, /readyz");
     let app = Router::new()
         .route("/metrics", get(metrics_text))

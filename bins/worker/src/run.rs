@@ -20,6 +20,7 @@ use newsflow_nats::wire::WorkerId;
 use newsflow_runtime::retry::RetryPolicy;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::metrics;
 
@@ -167,17 +168,18 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
             pages: 0,
         };
         let started_at = now_utc();
+        let span = tracing::info_span!("batch", batch_id = %batch.id);
         let fetched = tokio::select! {
             biased;
             () = cancel.cancelled() => Err(RunEnd::Cancelled),
-            result = self.fetch_and_publish(&mut batch, cancel) => result,
+            result = self.fetch_and_publish(&mut batch, cancel).instrument(span.clone()) => result,
         };
         let failure = match fetched {
             Ok(failure) => failure,
-            Err(end) => return batch.finish(end, clock),
+            Err(end) => return span.in_scope(|| batch.finish(end, clock)),
         };
         if cancel.is_cancelled() {
-            return batch.finish(RunEnd::Cancelled, clock);
+            return span.in_scope(|| batch.finish(RunEnd::Cancelled, clock));
         }
         let marker = BatchMarker {
             job_id: spec.id().clone(),
@@ -196,14 +198,14 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
         let published = tokio::select! {
             biased;
             () = cancel.cancelled() => Err(RunEnd::Cancelled),
-            result = self.publisher.publish_marker(&message, cancel) => result.map_err(RunEnd::from),
+            result = self.publisher.publish_marker(&message, cancel).instrument(span.clone()) => result.map_err(RunEnd::from),
         };
         let end = match (published, failure) {
             (Err(end), _) => end,
             (Ok(()), None) => RunEnd::Complete,
             (Ok(()), Some(error)) => RunEnd::Failed(error),
         };
-        batch.finish(end, clock)
+        span.in_scope(|| batch.finish(end, clock))
     }
 
     /// The page loop. `Ok(None)`: every page fetched and published; `Ok(Some(e))`: a fetch
@@ -331,7 +333,7 @@ impl Batch<'_> {
             RunEnd::Complete | RunEnd::Cancelled => {}
         }
         metrics::global().run_finished(status, clock.elapsed());
-        tracing::info!(job = %job, batch = %self.id, status, articles, pages, duration_ms, "batch finished");
+        tracing::info!(job = %job, batch = %self.id, outcome = status, articles, pages, duration_ms, "batch finished");
         RunReport {
             batch_id: self.id,
             end,
