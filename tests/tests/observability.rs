@@ -233,7 +233,7 @@ async fn both_metrics_endpoints_parse_and_move_as_a_batch_completes_a_429_is_ret
     assert_eq!(
         worker_after.value(
             "newsflow_worker_job_failures_in_a_row",
-            &[("job", "observed")]
+            &[("job_id", "observed")]
         ),
         0.0
     );

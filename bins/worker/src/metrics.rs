@@ -53,11 +53,11 @@ pub struct PublishLabels {
     pub kind: &'static str,
 }
 
-/// One job.
+/// One job. (`job_id`, not `job`: Prometheus gives every scraped series its own `job` label.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct JobLabels {
     /// The job's id.
-    pub job: String,
+    pub job_id: String,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -88,7 +88,7 @@ pub struct Metrics {
     pub publish_ack: HistogramFamily<PublishLabels>,
     /// `newsflow_worker_jobs_owned`: jobs running on this worker (set at each scrape).
     pub jobs_owned: Gauge,
-    /// `newsflow_worker_job_failures_in_a_row{job}`: runs of a job on this worker that ended
+    /// `newsflow_worker_job_failures_in_a_row{job_id}`: runs of a job on this worker that ended
     /// without a complete batch since its last complete one; gone when the job leaves.
     pub job_failures_in_a_row: Family<JobLabels, Gauge>,
     /// `newsflow_worker_schedule_lateness_seconds`: how late each run started.
@@ -250,7 +250,7 @@ impl Metrics {
     /// cancelled run counts neither way.
     pub fn job_ran(&self, job: &JobId, complete: bool) {
         let gauge = self.job_failures_in_a_row.get_or_create(&JobLabels {
-            job: job.as_str().to_owned(),
+            job_id: job.as_str().to_owned(),
         });
         if complete {
             gauge.set(0);
@@ -262,7 +262,7 @@ impl Metrics {
     /// Forgets a job that left this worker.
     pub fn job_left(&self, job: &JobId) {
         self.job_failures_in_a_row.remove(&JobLabels {
-            job: job.as_str().to_owned(),
+            job_id: job.as_str().to_owned(),
         });
     }
 
