@@ -92,8 +92,8 @@ fn ops_addr(system: &mut System, id: &str) -> String {
         .lines()
         .map(newsflow_tests::process::message_of)
         .find_map(|line| {
-            line.strip_prefix("worker ops listening on http://")
-                .map(|addr| addr.trim().to_owned())
+            line.split_once(" ops=http://")
+                .map(|(_, addr)| addr.trim().to_owned())
         })
         .unwrap_or_else(|| panic!("{id} printed no ops address: {stdout}"))
 }

@@ -114,8 +114,8 @@ async fn every_metric_in_the_alert_rules_and_the_dashboard_is_exposed_by_the_ser
         .lines()
         .map(message_of)
         .find_map(|l| {
-            l.strip_prefix("worker ops listening on http://")
-                .map(str::to_owned)
+            l.split_once(" ops=http://")
+                .map(|(_, addr)| addr.to_owned())
         })
         .expect("the worker's ops address");
     let (mut families, mut samples) = exposed(api.base().trim_start_matches("http://")).await;

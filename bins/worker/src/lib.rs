@@ -88,9 +88,12 @@ async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()
     let ops_stop = CancellationToken::new();
     // Returning early (shutdown before NATS was reached) stops the ops server too.
     let _ops_guard = ops_stop.clone().drop_guard();
-    let ops = match config.metrics_addr {
-        Some(addr) => Some(ops::serve(addr, Arc::clone(&health), ops_stop.clone()).await?),
-        None => None,
+    let (ops, ops_addr) = match config.metrics_addr {
+        Some(addr) => {
+            let (task, bound) = ops::serve(addr, Arc::clone(&health), ops_stop.clone()).await?;
+            (Some(task), Some(bound))
+        }
+        None => (None, None),
     };
 
     let name = format!("newsflow-worker {worker_id}");
@@ -142,7 +145,9 @@ async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()
         heartbeat_stop.clone(),
     ));
 
-    newsflow_runtime::logging::stdout_line(&format!("worker ready id={worker_id}"));
+    // With an ops address the ready line names it (the real port when 0 was asked for).
+    let ops_note = ops_addr.map_or_else(String::new, |addr| format!(" ops=http://{addr}"));
+    newsflow_runtime::logging::stdout_line(&format!("worker ready id={worker_id}{ops_note}"));
     tracing::info!(worker_id = %worker_id, "worker ready");
 
     let commands = commands::Commands {

@@ -40,21 +40,19 @@ impl Health {
     }
 }
 
-/// Binds `addr` and serves the ops routes until `shutdown`. Prints
-/// `worker ops listening on http://<addr>` on stdout once bound (the address is the real one
-/// when the port was 0).
+/// Binds `addr` and serves the ops routes until `shutdown`; returns the server's task and the
+/// bound address (the real port when `addr`'s was 0), which the ready line names.
 pub async fn serve(
     addr: SocketAddr,
     health: Arc<Health>,
     shutdown: CancellationToken,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<(JoinHandle<()>, SocketAddr)> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the ops address {addr} (--metrics-addr)"))?;
     let bound = listener
         .local_addr()
         .context("reading the ops listener's address")?;
-    newsflow_runtime::logging::stdout_line(&format!("worker ops listening on http://{bound}"));
     tracing::info!(addr = %bound, "ops address up: /metrics, /healthz, /readyz");
     let app = Router::new()
         .route("/metrics", get(metrics_text))
@@ -62,14 +60,15 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .with_state(health);
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(error) = served {
             tracing::error!(%error, "the ops address stopped serving");
         }
-    }))
+    });
+    Ok((task, bound))
 }
 
 async fn metrics_text(State(health): State<Arc<Health>>) -> impl IntoResponse {
