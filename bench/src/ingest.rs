@@ -216,7 +216,16 @@ async fn ingest_once(
     let seconds = visible.duration_since(ready).as_secs_f64();
     let mut metrics = Client::new(&addr);
     let stored = read_metric(&mut metrics, "newsflow_articles_stored_total").await?;
-    let acked = read_metric(&mut metrics, "newsflow_messages_acked_total").await?;
+    // A batch is visible once applied and acknowledged once flushed, so the last group's acks
+    // may still be on their way when it shows.
+    let acks_due = Instant::now() + Duration::from_secs(30);
+    let acked = loop {
+        let acked = read_metric(&mut metrics, "newsflow_messages_acked_total").await?;
+        if acked as u64 >= messages || Instant::now() > acks_due {
+            break acked;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let groups = read_metric(&mut metrics, "newsflow_ingest_groups_total").await?;
     let flush_us = read_metric(&mut metrics, "newsflow_ingest_flush_microseconds_total").await?;
     ensure!(

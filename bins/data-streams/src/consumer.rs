@@ -166,7 +166,7 @@ impl Writer {
                     let now_ms = newsflow_core::unix_ms(newsflow_core::now_utc());
                     match self.ingest.sweep_abandoned(now_ms) {
                         Ok(abandoned) => {
-                            self.shared.metrics.batches_incomplete.inc_by(abandoned as u64);
+                            self.shared.metrics.batches_abandoned.inc_by(abandoned as u64);
                         }
                         Err(error) => tracing::error!(error = format!("{error:#}"), "could not look for abandoned batches"),
                     }

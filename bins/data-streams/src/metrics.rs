@@ -56,6 +56,8 @@ pub struct Metrics {
     pub batches_failed: Counter,
     /// `newsflow_batches_incomplete_total`.
     pub batches_incomplete: Counter,
+    /// `newsflow_batches_abandoned_total`: no marker within the abandon limit.
+    pub batches_abandoned: Counter,
     /// `newsflow_batches_pruned_total`.
     pub batches_pruned: Counter,
     /// `newsflow_poison_messages_total`: terminated as poison and kept as dead letters.
@@ -125,6 +127,7 @@ impl Default for Metrics {
             batches_promoted: Counter::default(),
             batches_failed: Counter::default(),
             batches_incomplete: Counter::default(),
+            batches_abandoned: Counter::default(),
             batches_pruned: Counter::default(),
             poison_messages: Counter::default(),
             messages_of_deleted_jobs: Counter::default(),
@@ -162,24 +165,101 @@ impl Metrics {
     fn register(&mut self) {
         let r = &mut self.registry;
         let counters = [
-            ("newsflow_articles_stored", "Articles written to the store.", &self.articles_stored),
-            ("newsflow_batches_promoted", "Complete batches that became a job's latest.", &self.batches_promoted),
-            ("newsflow_batches_failed", "Failed batch markers.", &self.batches_failed),
-            ("newsflow_batches_incomplete", "Batches left incomplete: a complete marker whose article count did not match the store, or no marker in time.", &self.batches_incomplete),
-            ("newsflow_batches_pruned", "Batches deleted with their articles because their job keeps newer ones.", &self.batches_pruned),
-            ("newsflow_poison_messages", "Stream messages terminated as poison and kept in /dead-letters.", &self.poison_messages),
-            ("newsflow_messages_of_deleted_jobs", "Stream messages dropped because their job was deleted.", &self.messages_of_deleted_jobs),
-            ("newsflow_messages_acked", "Stream messages acknowledged after a durable write.", &self.messages_acked),
-            ("newsflow_messages_naked", "Stream messages negatively acknowledged for redelivery.", &self.messages_naked),
-            ("newsflow_messages_terminated", "Stream messages terminated (never redelivered).", &self.messages_terminated),
-            ("newsflow_messages_redelivered", "Stream messages taken on a second or later delivery.", &self.messages_redelivered),
-            ("newsflow_ingest_groups", "Group commits (one flush each).", &self.ingest_groups),
-            ("newsflow_ingest_flush_microseconds", "Time spent flushing the store, in microseconds.", &self.flush_micros),
-            ("newsflow_invalid_heartbeats", "Heartbeats that could not be parsed.", &self.invalid_heartbeats),
-            ("newsflow_starts_acked", "Start commands acknowledged by a worker.", &self.starts_acked),
-            ("newsflow_stops_sent", "Stop commands sent to workers.", &self.stops_sent),
-            ("newsflow_commands_failed", "Commands that got no positive answer.", &self.commands_failed),
-            ("newsflow_read_cache_hits", "Article reads served from the batch cache.", &self.cache_hits),
+            (
+                "newsflow_articles_stored",
+                "Articles written to the store.",
+                &self.articles_stored,
+            ),
+            (
+                "newsflow_batches_promoted",
+                "Complete batches that became a job's latest.",
+                &self.batches_promoted,
+            ),
+            (
+                "newsflow_batches_failed",
+                "Failed batch markers.",
+                &self.batches_failed,
+            ),
+            (
+                "newsflow_batches_incomplete",
+                "Complete markers whose article count did not match the store.",
+                &self.batches_incomplete,
+            ),
+            (
+                "newsflow_batches_abandoned",
+                "Batches made incomplete because no marker came within the abandon limit.",
+                &self.batches_abandoned,
+            ),
+            (
+                "newsflow_batches_pruned",
+                "Batches deleted with their articles because their job keeps newer ones.",
+                &self.batches_pruned,
+            ),
+            (
+                "newsflow_poison_messages",
+                "Stream messages terminated as poison and kept in /dead-letters.",
+                &self.poison_messages,
+            ),
+            (
+                "newsflow_messages_of_deleted_jobs",
+                "Stream messages dropped because their job was deleted.",
+                &self.messages_of_deleted_jobs,
+            ),
+            (
+                "newsflow_messages_acked",
+                "Stream messages acknowledged after a durable write.",
+                &self.messages_acked,
+            ),
+            (
+                "newsflow_messages_naked",
+                "Stream messages negatively acknowledged for redelivery.",
+                &self.messages_naked,
+            ),
+            (
+                "newsflow_messages_terminated",
+                "Stream messages terminated (never redelivered).",
+                &self.messages_terminated,
+            ),
+            (
+                "newsflow_messages_redelivered",
+                "Stream messages taken on a second or later delivery.",
+                &self.messages_redelivered,
+            ),
+            (
+                "newsflow_ingest_groups",
+                "Group commits (one flush each).",
+                &self.ingest_groups,
+            ),
+            (
+                "newsflow_ingest_flush_microseconds",
+                "Time spent flushing the store, in microseconds.",
+                &self.flush_micros,
+            ),
+            (
+                "newsflow_invalid_heartbeats",
+                "Heartbeats that could not be parsed.",
+                &self.invalid_heartbeats,
+            ),
+            (
+                "newsflow_starts_acked",
+                "Start commands acknowledged by a worker.",
+                &self.starts_acked,
+            ),
+            (
+                "newsflow_stops_sent",
+                "Stop commands sent to workers.",
+                &self.stops_sent,
+            ),
+            (
+                "newsflow_commands_failed",
+                "Commands that got no positive answer.",
+                &self.commands_failed,
+            ),
+            (
+                "newsflow_read_cache_hits",
+                "Article reads served from the batch cache.",
+                &self.cache_hits,
+            ),
         ];
         for (name, help, counter) in counters {
             r.register(name, help, counter.clone());
