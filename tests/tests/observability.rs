@@ -416,3 +416,79 @@ async fn every_worker_answers_srv_ping_and_its_stats_count_the_commands_it_took(
         .iter()
         .all(|i| i["endpoints"].as_array().is_some_and(|e| e.len() == 2)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_requests_are_each_counted_once_by_route_and_status() {
+    let system = System::builder().start().await;
+    let api = system.api();
+    let ds = api.base().trim_start_matches("http://").to_owned();
+    api.create_job_ok(&json!({"id": "counted", "params": {"q": "bitcoin"}, "interval_secs": 60}))
+        .await;
+    let route = [("route", "/jobs/:id"), ("method", "GET")];
+    let before = Metrics::scrape(&ds).await;
+
+    let requests: Vec<_> = (0..100)
+        .map(|i| {
+            let api = api.clone();
+            // Half for a job that exists, half for one that does not: two statuses, one route.
+            let path = if i % 2 == 0 {
+                "/jobs/counted"
+            } else {
+                "/jobs/absent"
+            };
+            tokio::spawn(async move { api.get(path).await.0 })
+        })
+        .collect();
+    for request in requests {
+        request.await.expect("a request task");
+    }
+
+    let after = Metrics::scrape(&ds).await;
+    let counted = |m: &Metrics, status: &str| {
+        let mut labels = route.to_vec();
+        labels.push(("status", status));
+        m.value("newsflow_http_requests_total", &labels)
+    };
+    assert_eq!(counted(&after, "200") - counted(&before, "200"), 50.0);
+    assert_eq!(counted(&after, "404") - counted(&before, "404"), 50.0);
+    assert_eq!(
+        after.observations("newsflow_http_request_duration_seconds", &route)
+            - before.observations("newsflow_http_request_duration_seconds", &route),
+        100.0
+    );
+}
+
+/// Runs the worker with `args` until it exits (within 5 s) and returns its status and stderr.
+async fn worker_exit(scratch: &newsflow_tests::Scratch, args: &[&str]) -> (Option<i32>, String) {
+    use newsflow_tests::bins::{binary, Program};
+    let mut proc = newsflow_tests::Proc::spawn(
+        newsflow_tests::Spec::new("worker", binary(Program::Worker), scratch.path())
+            .args(args.iter().copied())
+            .env("NO_COLOR", "1"),
+    )
+    .await;
+    let status = proc
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("the worker {args:?} did not exit\n{}", proc.log_tails(20)));
+    (status.code(), proc.stderr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_addr_that_is_not_an_address_exits_2_and_a_taken_one_exits_1_naming_it() {
+    let scratch = newsflow_tests::Scratch::new("metrics-addr");
+    let (code, stderr) = worker_exit(&scratch, &["--metrics-addr", "not-an-address"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--metrics-addr"), "{stderr}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let (code, stderr) = worker_exit(
+        &scratch,
+        &["--metrics-addr", &addr, "--nats-url", "nats://127.0.0.1:1"],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+}
