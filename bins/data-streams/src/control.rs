@@ -21,6 +21,7 @@ use newsflow_nats::subjects;
 use newsflow_nats::wire::{parse_capped, Ack, Heartbeat, StartJob, WorkerId, MAX_HEARTBEAT_BYTES};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::state::Shared;
 use crate::store::{JobRecord, WorkerRef};
@@ -157,13 +158,18 @@ impl Control {
         job: JobId,
         task: impl Future<Output = ()> + Send + 'static,
     ) {
+        // Every line of the task names its job (JSON logs carry it in `span`).
+        let span = tracing::info_span!("control", task = what, job_id = %job);
         // Unwind safety: what the task shares is behind poison-tolerant locks whose every
         // change is a single insert or remove, and its claim is released by `Drop`.
-        self.tasks.spawn(async move {
-            if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
-                tracing::error!(%job, task = what, panic = panic_text(&*panic), "a control task panicked");
+        self.tasks.spawn(
+            async move {
+                if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+                    tracing::error!(%job, task = what, panic = panic_text(&*panic), "a control task panicked");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// Asks one worker to start `job` and records the acknowledging owner. `None` when no
