@@ -13,6 +13,23 @@ demo *args:
     cargo build --release -p data-streams -p worker -p newsapi-mock
     bash scripts/foreground.sh bash scripts/demo.sh {{args}}
 
+# Start nats-server, the mock NewsAPI, data-streams and a worker in the background (./data; see scripts/up.sh).
+up:
+    cargo build --release -p data-streams -p worker -p newsapi-mock
+    bash scripts/up.sh
+
+# Stop what `just up` started, newest first.
+down:
+    bash scripts/down.sh
+
+# Follow the logs of what `just up` started.
+logs:
+    tail -n 20 -F "${UP_DATA_DIR:-./data}"/logs/*.log
+
+# Jobs, workers, consumer lag and budget on one screen.
+status:
+    bash scripts/status.sh
+
 # Print articles and batch markers as they arrive on NATS (NATS_URL, default nats://127.0.0.1:4222).
 watch subject="news.>":
     cargo build --release -q -p newsflow-watch

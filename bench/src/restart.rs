@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use data_streams::consumer::{step, Outcome, RawMessage};
-use data_streams::state::Metrics;
+use data_streams::metrics::Metrics;
 use data_streams::store::{Ingest, Store};
 use newsflow_nats::stream::ConsumerSettings;
 use newsflow_nats::subjects;

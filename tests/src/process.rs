@@ -121,8 +121,12 @@ impl Proc {
         let deadline = Instant::now() + within;
         loop {
             let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
-            if let Some(line) = out.lines().find(|line| line.starts_with(prefix)) {
-                return line.to_owned();
+            if let Some(line) = out
+                .lines()
+                .map(message_of)
+                .find(|line| line.starts_with(prefix))
+            {
+                return line;
             }
             if let Some(status) = self.try_exit() {
                 panic!(
@@ -278,4 +282,14 @@ impl Drop for Proc {
             eprintln!("{}", self.log_tails(80));
         }
     }
+}
+
+/// A stdout line's text: the line itself, or the message of a JSON line (`--log-format json`
+/// writes `{"timestamp",...,"fields":{"message":"<text>"}}`), so ready lines read the same in
+/// either format.
+pub fn message_of(line: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v["fields"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| line.to_owned())
 }

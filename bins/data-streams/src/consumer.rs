@@ -15,7 +15,8 @@ use newsflow_runtime::retry::{retry, Failure, RetryError, RetryPolicy};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{IngestCommand, Metrics, Shared};
+use crate::metrics::Metrics;
+use crate::state::{IngestCommand, Shared};
 use crate::store::{self, Ingest, Parsed};
 
 /// The most messages applied under one flush.
@@ -47,23 +48,27 @@ pub fn step(
         Parsed::Poison(reason) => terminate(ingest, metrics, message, &reason),
         parsed => match ingest.apply(parsed, message.stream_seq) {
             Ok(store::ingest::Applied::Article) => {
-                Metrics::inc(&metrics.articles_stored);
+                metrics.articles_stored.inc();
                 (Outcome::Ack, None)
             }
             Ok(store::ingest::Applied::Marker(decision, job)) => {
                 match decision {
-                    Promotion::Promote => Metrics::inc(&metrics.batches_promoted),
-                    Promotion::Failed => Metrics::inc(&metrics.batches_failed),
+                    Promotion::Promote => {
+                        metrics.batches_promoted.inc();
+                    }
+                    Promotion::Failed => {
+                        metrics.batches_failed.inc();
+                    }
                     Promotion::CountMismatch { expected, stored } => {
                         tracing::warn!(%job, expected, stored, "a complete marker counts more articles than are stored; batch incomplete");
-                        Metrics::inc(&metrics.batches_incomplete);
+                        metrics.batches_incomplete.inc();
                     }
                     Promotion::Superseded => {}
                 }
                 (Outcome::Ack, Some(decision))
             }
             Ok(store::ingest::Applied::Deleted) => {
-                Metrics::inc(&metrics.messages_of_deleted_jobs);
+                metrics.messages_of_deleted_jobs.inc();
                 (Outcome::Ack, None)
             }
             Ok(store::ingest::Applied::Refused(reason)) => {
@@ -95,7 +100,7 @@ fn terminate(
     reason: &str,
 ) -> (Outcome, Option<Promotion>) {
     tracing::warn!(subject = message.subject, stream_seq = message.stream_seq, %reason, "terminating a message; kept in /dead-letters");
-    Metrics::inc(&metrics.poison_messages);
+    metrics.poison_messages.inc();
     if let Err(error) =
         ingest.dead_letter(message.stream_seq, message.subject, reason, message.payload)
     {
@@ -159,8 +164,11 @@ impl Writer {
                 }
                 _ = sweep.tick() => {
                     let now_ms = newsflow_core::unix_ms(newsflow_core::now_utc());
-                    if let Err(error) = self.ingest.sweep_abandoned(now_ms) {
-                        tracing::error!(error = format!("{error:#}"), "could not look for abandoned batches");
+                    match self.ingest.sweep_abandoned(now_ms) {
+                        Ok(abandoned) => {
+                            self.shared.metrics.batches_abandoned.inc_by(abandoned as u64);
+                        }
+                        Err(error) => tracing::error!(error = format!("{error:#}"), "could not look for abandoned batches"),
                     }
                     self.retain().await;
                 }
@@ -188,7 +196,10 @@ impl Writer {
                 for (job, batch) in &pruned {
                     self.shared.cache.forget_batch(job, *batch);
                 }
-                Metrics::add(&self.shared.metrics.batches_pruned, pruned.len() as u64);
+                self.shared
+                    .metrics
+                    .batches_pruned
+                    .inc_by(pruned.len() as u64);
             }
             Err(error) => {
                 tracing::error!(error = format!("{error:#}"), "could not prune old batches");
@@ -360,25 +371,31 @@ async fn flush_then_ack(
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
-            Metrics::inc(&shared.metrics.messages_naked);
+            shared.metrics.messages_naked.inc();
         }
         return;
     }
-    shared
-        .metrics
+    let flushed = started.elapsed();
+    let metrics = &shared.metrics;
+    metrics
         .flush_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    Metrics::inc(&shared.metrics.ingest_groups);
+        .inc_by(u64::try_from(flushed.as_micros()).unwrap_or(u64::MAX));
+    metrics.flush_seconds.observe(flushed.as_secs_f64());
+    metrics.group_size.observe(group.len() as f64);
+    metrics.ingest_groups.inc();
     for (message, outcome) in group.iter().zip(outcomes) {
         let (kind, counter) = match outcome {
-            Outcome::Ack => (AckKind::Ack, &shared.metrics.messages_acked),
-            Outcome::Nak(delay) => (AckKind::Nak(Some(delay)), &shared.metrics.messages_naked),
-            Outcome::Term => (AckKind::Term, &shared.metrics.poison_messages),
+            Outcome::Ack => (AckKind::Ack, &metrics.messages_acked),
+            Outcome::Nak(delay) => (AckKind::Nak(Some(delay)), &metrics.messages_naked),
+            Outcome::Term => (AckKind::Term, &metrics.messages_terminated),
         };
+        if message.info().is_ok_and(|info| info.delivered > 1) {
+            metrics.messages_redelivered.inc();
+        }
         if let Err(error) = message.ack_with(kind).await {
             tracing::warn!(%error, "could not acknowledge a message; it will be redelivered and re-applied idempotently");
-        } else if outcome != Outcome::Term {
-            Metrics::inc(counter);
+        } else {
+            counter.inc();
         }
     }
 }

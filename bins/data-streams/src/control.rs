@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,8 +21,9 @@ use newsflow_nats::subjects;
 use newsflow_nats::wire::{parse_capped, Ack, Heartbeat, StartJob, WorkerId, MAX_HEARTBEAT_BYTES};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
-use crate::state::{Metrics, Shared};
+use crate::state::Shared;
 use crate::store::{JobRecord, WorkerRef};
 
 /// How ownership is checked.
@@ -158,13 +158,18 @@ impl Control {
         job: JobId,
         task: impl Future<Output = ()> + Send + 'static,
     ) {
+        // Every line of the task names its job (JSON logs carry it in `span`).
+        let span = tracing::info_span!("control", task = what, job_id = %job);
         // Unwind safety: what the task shares is behind poison-tolerant locks whose every
         // change is a single insert or remove, and its claim is released by `Drop`.
-        self.tasks.spawn(async move {
-            if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
-                tracing::error!(%job, task = what, panic = panic_text(&*panic), "a control task panicked");
+        self.tasks.spawn(
+            async move {
+                if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+                    tracing::error!(%job, task = what, panic = panic_text(&*panic), "a control task panicked");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// Asks one worker to start `job` and records the acknowledging owner. `None` when no
@@ -198,7 +203,7 @@ impl Control {
         {
             Ok(acked) => acked,
             Err(error) => {
-                Metrics::inc(&shared.metrics.commands_failed);
+                shared.metrics.commands_failed.inc();
                 match error {
                     CommandError::NoWorker => {
                         tracing::debug!(%job, "no worker to start the job yet")
@@ -208,7 +213,7 @@ impl Control {
                 return None;
             }
         };
-        Metrics::inc(&shared.metrics.starts_acked);
+        shared.metrics.starts_acked.inc();
         let worker = acked.worker_id;
         let now = self.tick();
         self.workers()
@@ -248,7 +253,7 @@ impl Control {
         let Some(client) = shared.nats.get() else {
             return false;
         };
-        Metrics::inc(&shared.metrics.stops_sent);
+        shared.metrics.stops_sent.inc();
         match command::send_stop(client, worker, job, self.settings.command_timeout).await {
             Ok(_) => {
                 if let Some(view) = self.workers().get_mut(worker) {
@@ -258,7 +263,7 @@ impl Control {
                 true
             }
             Err(error) => {
-                Metrics::inc(&shared.metrics.commands_failed);
+                shared.metrics.commands_failed.inc();
                 tracing::warn!(%job, %worker, %error, "stop command not acknowledged");
                 false
             }
@@ -427,10 +432,7 @@ pub async fn run_heartbeats(
         match parse_capped::<Heartbeat>(&message.payload, MAX_HEARTBEAT_BYTES) {
             Ok(heartbeat) => control.on_heartbeat(&shared, heartbeat),
             Err(error) => {
-                shared
-                    .metrics
-                    .invalid_heartbeats
-                    .fetch_add(1, Ordering::Relaxed);
+                shared.metrics.invalid_heartbeats.inc();
                 tracing::warn!(%error, "ignoring an invalid heartbeat");
                 command::reply(&client, message.reply.as_ref(), &Ack::Err(error.to_info())).await;
             }

@@ -8,6 +8,7 @@
 //! - [`consumer`]: the ingest task: group commit (apply, flush, ack).
 //! - [`control`]: start/stop commands, heartbeats, the ownership reconciler.
 //! - [`http`]: routes, errors, OpenAPI.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`, and the consumer-lag poller.
 //! - [`mirror`]: in-memory copies of the workers' buckets: job plans and request ledgers.
 //! - [`state`]: what the tasks share (metrics, the batch cache, the ingest channel).
 //! - [`tasks`]: the supervisor that owns, joins and watches every background task.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod consumer;
 pub mod control;
 pub mod http;
+pub mod metrics;
 pub mod mirror;
 pub mod state;
 pub mod store;
@@ -104,7 +106,7 @@ pub async fn run(
             shutdown.clone(),
         ),
     );
-    println!("data-streams listening on http://{addr}");
+    newsflow_runtime::logging::stdout_line(&format!("data-streams listening on http://{addr}"));
     tracing::info!(%addr, "data-streams listening");
     let app = http::router(http::AppState {
         shared: shared.clone(),
@@ -281,6 +283,15 @@ async fn background(
     supervisor.spawn(
         "reconciler",
         control::run_reconciler(control, shared.clone(), shutdown.clone()).map(Ok),
+    );
+    supervisor.spawn(
+        "consumer lag",
+        metrics::poll_consumer_lag(
+            stream.clone(),
+            consumer_settings.durable.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        ),
     );
     consumer::pull(stream, shared, consumer_settings, groups, shutdown).await?;
     // With NATS down a flush waits for a reconnect that may never come.

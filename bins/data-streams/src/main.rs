@@ -2,16 +2,17 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use data_streams::{Cli, Config};
-use newsflow_runtime::logging::init_logging;
+use newsflow_runtime::logging::{init_logging, stderr_line, use_format};
 use newsflow_runtime::signals::shutdown_on_signals;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    use_format(cli.log_format);
     let (config, addr, log_format) = match Config::from_cli(cli) {
         Ok(parsed) => parsed,
         Err(error) => {
-            eprintln!("data-streams: {error:#}");
+            stderr_line(&format!("data-streams: {error:#}"));
             return ExitCode::from(2);
         }
     };

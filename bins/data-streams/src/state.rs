@@ -1,8 +1,7 @@
 //! State shared by the HTTP handlers, the ingest task and the reconciler.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
@@ -24,8 +23,8 @@ pub struct Shared {
     pub store: Store,
     /// The NATS client, once connected.
     pub nats: OnceLock<async_nats::Client>,
-    /// Counters for `/metrics`.
-    pub metrics: Metrics,
+    /// What `/metrics` shows.
+    pub metrics: crate::metrics::Metrics,
     /// Whether the durable consumer is bound.
     pub consumer_bound: AtomicBool,
     /// Serialized responses of complete (immutable) batches.
@@ -74,7 +73,7 @@ impl Shared {
         Self {
             store,
             nats: OnceLock::new(),
-            metrics: Metrics::default(),
+            metrics: crate::metrics::Metrics::default(),
             consumer_bound: AtomicBool::new(false),
             cache: BatchCache::default(),
             ingest,
@@ -96,156 +95,6 @@ impl Shared {
         self.nats
             .get()
             .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected)
-    }
-}
-
-/// Counters, exposed in Prometheus text format.
-#[derive(Default)]
-pub struct Metrics {
-    /// Articles written to sled.
-    pub articles_stored: AtomicU64,
-    /// Markers recorded, by outcome.
-    pub batches_promoted: AtomicU64,
-    /// Failed markers.
-    pub batches_failed: AtomicU64,
-    /// Markers whose count did not match.
-    pub batches_incomplete: AtomicU64,
-    /// Poison messages terminated and kept.
-    pub poison_messages: AtomicU64,
-    /// Messages dropped because their job was deleted.
-    pub messages_of_deleted_jobs: AtomicU64,
-    /// Messages acknowledged after a durable write.
-    pub messages_acked: AtomicU64,
-    /// Messages negatively acknowledged (store trouble; redelivered).
-    pub messages_naked: AtomicU64,
-    /// Group commits (one flush each).
-    pub ingest_groups: AtomicU64,
-    /// Microseconds spent flushing.
-    pub flush_micros: AtomicU64,
-    /// Heartbeats that could not be parsed.
-    pub invalid_heartbeats: AtomicU64,
-    /// Start commands acknowledged.
-    pub starts_acked: AtomicU64,
-    /// Stop commands sent to fence or stop a worker.
-    pub stops_sent: AtomicU64,
-    /// Commands without a positive answer.
-    pub commands_failed: AtomicU64,
-    /// Read responses served from the batch cache.
-    pub cache_hits: AtomicU64,
-    /// Batches deleted by retention (beyond their job's `keep_batches`).
-    pub batches_pruned: AtomicU64,
-}
-
-impl Metrics {
-    /// Adds one.
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Adds `n`.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The Prometheus exposition text, plus the gauges given.
-    pub fn render(&self, gauges: &[(&str, &str, u64)]) -> String {
-        let counters: [(&str, &str, &AtomicU64); 16] = [
-            (
-                "newsflow_batches_pruned_total",
-                "Batches deleted with their articles because their job keeps newer ones.",
-                &self.batches_pruned,
-            ),
-            (
-                "newsflow_articles_stored_total",
-                "Articles written to the store.",
-                &self.articles_stored,
-            ),
-            (
-                "newsflow_batches_promoted_total",
-                "Complete batches that became a job's latest.",
-                &self.batches_promoted,
-            ),
-            (
-                "newsflow_batches_failed_total",
-                "Failed batch markers.",
-                &self.batches_failed,
-            ),
-            (
-                "newsflow_batches_incomplete_total",
-                "Complete markers whose article count did not match the store.",
-                &self.batches_incomplete,
-            ),
-            (
-                "newsflow_poison_messages_total",
-                "Stream messages terminated as poison and kept in /dead-letters.",
-                &self.poison_messages,
-            ),
-            (
-                "newsflow_messages_of_deleted_jobs_total",
-                "Stream messages dropped because their job was deleted.",
-                &self.messages_of_deleted_jobs,
-            ),
-            (
-                "newsflow_messages_acked_total",
-                "Stream messages acknowledged after a durable write.",
-                &self.messages_acked,
-            ),
-            (
-                "newsflow_messages_naked_total",
-                "Stream messages negatively acknowledged for redelivery.",
-                &self.messages_naked,
-            ),
-            (
-                "newsflow_ingest_groups_total",
-                "Group commits (one flush each).",
-                &self.ingest_groups,
-            ),
-            (
-                "newsflow_ingest_flush_microseconds_total",
-                "Time spent flushing the store.",
-                &self.flush_micros,
-            ),
-            (
-                "newsflow_invalid_heartbeats_total",
-                "Heartbeats that could not be parsed.",
-                &self.invalid_heartbeats,
-            ),
-            (
-                "newsflow_starts_acked_total",
-                "Start commands acknowledged by a worker.",
-                &self.starts_acked,
-            ),
-            (
-                "newsflow_stops_sent_total",
-                "Stop commands sent to workers.",
-                &self.stops_sent,
-            ),
-            (
-                "newsflow_commands_failed_total",
-                "Commands that got no positive answer.",
-                &self.commands_failed,
-            ),
-            (
-                "newsflow_read_cache_hits_total",
-                "Article reads served from the batch cache.",
-                &self.cache_hits,
-            ),
-        ];
-        let mut out = String::with_capacity(4096);
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        out
     }
 }
 

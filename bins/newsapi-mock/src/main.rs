@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use newsapi_mock::{Config, FaultSpec};
 use newsflow_runtime::config::parse_flags;
-use newsflow_runtime::logging::{init_logging, LogFormat};
+use newsflow_runtime::logging::{init_logging, stderr_line, stdout_line, LogFormat};
 use newsflow_runtime::signals::shutdown_on_signals;
 
 /// A NewsAPI v2 compatible mock server with deterministic articles and injectable faults.
@@ -59,7 +59,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "newsapi-mock failed");
-            eprintln!("newsapi-mock: {error:#}");
+            stderr_line(&format!("newsapi-mock: {error:#}"));
             ExitCode::FAILURE
         }
     }
@@ -72,7 +72,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cli.addr))?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    println!("newsapi-mock listening on http://{addr}");
+    stdout_line(&format!("newsapi-mock listening on http://{addr}"));
 
     let config = Config {
         api_key: Some(cli.api_key),

@@ -25,7 +25,7 @@ pub fn parse_flags<C: clap::Parser>(program: &str) -> Result<C, ExitCode> {
 /// Prints `program: reason` as one line on stderr and gives the exit status of a
 /// configuration error, for `main` to return.
 pub fn refuse(program: &str, reason: impl Display) -> ExitCode {
-    eprintln!("{program}: {}", one_line(&reason.to_string()));
+    crate::logging::stderr_line(&format!("{program}: {}", one_line(&reason.to_string())));
     ExitCode::from(CONFIG_ERROR_STATUS)
 }
 

@@ -111,6 +111,7 @@ impl Breaker {
                     None => 1,
                 };
                 let pause = self.pause(trips);
+                crate::metrics::global().breaker_trips.inc();
                 tracing::warn!(
                     code = %error.to_info().code,
                     pause_secs = pause.as_secs(),

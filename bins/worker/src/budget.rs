@@ -151,7 +151,11 @@ impl Budget {
                     }),
             };
             match written {
-                Ok(()) => return decision.map_err(Refusal::Exhausted),
+                Ok(()) => {
+                    crate::metrics::global()
+                        .budget(ledger.used(now), u64::from(self.settings.requests));
+                    return decision.map_err(Refusal::Exhausted);
+                }
                 Err((true, _)) => {
                     tokio::time::sleep(self.backoff.delay(round.min(5), rand::random())).await;
                 }

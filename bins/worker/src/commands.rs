@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use newsflow_core::ErrorInfo;
-use newsflow_nats::async_nats::{Client, Message, Subscriber};
-use newsflow_nats::command::reply;
+use newsflow_nats::async_nats::service::endpoint::Endpoint;
+use newsflow_nats::async_nats::service::Request;
 use newsflow_nats::wire::{parse_payload, Ack, StartJob, StopJob, WorkerId};
 use tokio_util::sync::CancellationToken;
 
@@ -25,8 +25,6 @@ pub struct SubscriptionEnded(&'static str);
 
 /// What commands act on.
 pub struct Commands {
-    /// Where replies go.
-    pub client: Client,
     /// Named in every positive ack.
     pub worker_id: WorkerId,
     /// The jobs.
@@ -40,8 +38,8 @@ impl Commands {
     /// refuses the commands already delivered, so their senders can try another worker at once.
     pub async fn serve(
         &self,
-        mut start: Subscriber,
-        mut stop: Subscriber,
+        mut start: Endpoint,
+        mut stop: Endpoint,
         shutdown: &CancellationToken,
     ) -> Result<(), SubscriptionEnded> {
         loop {
@@ -51,22 +49,17 @@ impl Commands {
                 message = start.next() => (message.ok_or(SubscriptionEnded("start"))?, true),
                 message = stop.next() => (message.ok_or(SubscriptionEnded("stop"))?, false),
             };
+            let payload = &message.message.payload;
             let ack = if is_start {
-                start_job(&self.registry, &self.worker_id, &message.payload)
+                start_job(&self.registry, &self.worker_id, payload)
             } else {
-                stop_job(
-                    &self.registry,
-                    &self.worker_id,
-                    &message.payload,
-                    self.stop_grace,
-                )
-                .await
+                stop_job(&self.registry, &self.worker_id, payload, self.stop_grace).await
             };
-            reply(&self.client, message.reply.as_ref(), &ack).await;
+            answer(&message, &ack).await;
         }
         tracing::info!("shutting down: no longer taking commands");
         for subscription in [&mut start, &mut stop] {
-            match tokio::time::timeout(STEP_TIMEOUT, subscription.unsubscribe()).await {
+            match tokio::time::timeout(STEP_TIMEOUT, subscription.stop()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::warn!(%error, "could not unsubscribe"),
                 Err(_) => tracing::warn!("unsubscribing timed out"),
@@ -81,16 +74,33 @@ impl Commands {
         ));
         for subscription in [&mut start, &mut stop] {
             while let Some(message) = next_buffered(subscription) {
-                reply(&self.client, message.reply.as_ref(), &refusal).await;
+                answer(&message, &refusal).await;
             }
         }
         Ok(())
     }
 }
 
-/// A message already delivered to `subscription`, without waiting for more.
-fn next_buffered(subscription: &mut Subscriber) -> Option<Message> {
-    futures::FutureExt::now_or_never(subscription.next()).flatten()
+/// A command already delivered to `endpoint`, without waiting for more.
+fn next_buffered(endpoint: &mut Endpoint) -> Option<Request> {
+    futures::FutureExt::now_or_never(endpoint.next()).flatten()
+}
+
+/// Answers a command with its ack: the same bytes on the same reply subject as a plain
+/// publish, sent through the service request so `$SRV.STATS` counts it.
+async fn answer(request: &Request, ack: &Ack) {
+    if request.message.reply.is_none() {
+        tracing::warn!("command without a reply subject; nothing to answer");
+        return;
+    }
+    match serde_json::to_vec(ack) {
+        Ok(body) => {
+            if let Err(error) = request.respond(Ok(body.into())).await {
+                tracing::warn!(%error, "could not send a command reply");
+            }
+        }
+        Err(error) => tracing::error!(%error, "could not serialize an ack"),
+    }
 }
 
 /// Acts on a start command: registers (or updates) the job before the positive answer, so

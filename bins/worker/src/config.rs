@@ -101,6 +101,10 @@ pub struct Cli {
     #[arg(long, env = "NEWSAPI_BUDGET_WINDOW_SECS", default_value_t = 43_200,
           value_parser = clap::value_parser!(u64).range(1..=31_622_400))]
     pub budget_window_secs: u64,
+    /// Address of the ops HTTP server (`/metrics`, `/healthz`, `/readyz`), e.g.
+    /// `127.0.0.1:9464`; unset, there is none.
+    #[arg(long, env = "WORKER_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Everything [`crate::run`] needs. `Debug` is safe to log: the key prints as `***`.
@@ -124,6 +128,8 @@ pub struct Config {
     pub stream: StreamSettings,
     /// How long shutdown waits for running jobs.
     pub shutdown_grace: Duration,
+    /// Where the ops routes are served, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The request budget shared with every worker on the same key; `None`: no limit.
     pub budget: Option<BudgetSettings>,
 }
@@ -196,6 +202,7 @@ impl TryFrom<Cli> for Config {
                 requests: cli.request_budget,
                 window: Duration::from_secs(cli.budget_window_secs),
             }),
+            metrics_addr: cli.metrics_addr,
         })
     }
 }

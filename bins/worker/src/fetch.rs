@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::breaker::Breaker;
 use crate::budget::Budget;
+use crate::metrics;
 use crate::run::{PageRequest, PageSource};
 
 /// Timeouts, retries and size cap of NewsAPI requests.
@@ -115,8 +116,13 @@ impl NewsClient {
         Admitted: Future<Output = Result<(), FetchError>>,
     {
         let admit = &admit;
+        let attempts = &std::sync::atomic::AtomicU32::new(0);
         retry_until_dropped(&self.retry, "NewsAPI fetch failed", || async move {
             admit().await.map_err(Failure::Permanent)?;
+            // Counted once the retry is allowed out, so a refusal of the budget is not one.
+            if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                metrics::global().retried(query.endpoint());
+            }
             self.attempt(query, page, page_size)
                 .await
                 .map_err(|error| match error.retry_after() {
@@ -129,11 +135,26 @@ impl NewsClient {
         .map_err(|gave_up| gave_up.error)
     }
 
+    /// One request, counted and timed by endpoint, status and outcome.
     async fn attempt(
         &self,
         query: &NewsQuery,
         page: u32,
         page_size: u32,
+    ) -> Result<PageOutcome, FetchError> {
+        let started = std::time::Instant::now();
+        let mut status = None;
+        let result = self.request(query, page, page_size, &mut status).await;
+        metrics::global().newsapi_request(query.endpoint(), status, &result, started.elapsed());
+        result
+    }
+
+    async fn request(
+        &self,
+        query: &NewsQuery,
+        page: u32,
+        page_size: u32,
+        answered: &mut Option<u16>,
     ) -> Result<PageOutcome, FetchError> {
         let mut params: Vec<(&str, String)> = query
             .params()
@@ -149,6 +170,7 @@ impl NewsClient {
         }
         let mut response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
+        *answered = Some(status);
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)

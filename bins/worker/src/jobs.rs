@@ -189,6 +189,9 @@ pub async fn run_job<S: PageSource, P: Publisher>(
         last_start = Some(started);
         let current = spec.borrow_and_update().clone();
         let late = lateness(due.into_std(), started.into_std());
+        crate::metrics::global()
+            .schedule_lateness
+            .observe(late.as_secs_f64());
         // Boxed: an idle job's task then holds a pointer, not a whole run's state machine,
         // which is what lets one worker keep thousands of jobs in little memory.
         let report = Box::pin(runner.run_batch(&current, late, &cancel)).await;
@@ -197,6 +200,9 @@ pub async fn run_job<S: PageSource, P: Publisher>(
             runs_failed = 0;
         } else {
             runs_failed = runs_failed.saturating_add(1);
+        }
+        if !matches!(report.end, RunEnd::Cancelled) {
+            crate::metrics::global().job_ran(current.id(), matches!(report.end, RunEnd::Complete));
         }
         let wait = match &report.end {
             RunEnd::Cancelled => break,
@@ -235,6 +241,7 @@ pub async fn run_job<S: PageSource, P: Publisher>(
         post(due, runs_failed, &skipped);
     }
     plans.gone(&job);
+    crate::metrics::global().job_left(&job);
     tracing::info!(job = %job, "job stopped");
 }
 

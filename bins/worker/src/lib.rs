@@ -13,10 +13,14 @@
 //! - `run`: one run of a job, one batch: the page loop and the marker.
 //! - `jobs`: the registry of running jobs and each job's scheduling task.
 //! - `commands`: start and stop commands, parsed, acted on and answered.
+//! - `service`: the NATS micro service (`$SRV.PING/INFO/STATS`) whose endpoints take them.
 //! - `heartbeat`: the periodic list of jobs this worker runs.
 //! - `plans`: each job's next run and failures in a row, written to the plans bucket.
+//! - `metrics`: the Prometheus registry every module records into.
+//! - `ops`: the optional ops address: `/metrics`, `/healthz`, `/readyz`.
 //! - `testing` (tests only): fakes of a run's two seams, page source and publisher.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,9 +32,9 @@ use newsflow_nats::connect::connect_with_retry;
 use newsflow_nats::kv::{open_bucket, PLANS_BUCKET};
 use newsflow_nats::publish;
 use newsflow_nats::stream::{ensure_stream, StreamSettings};
-use newsflow_nats::subjects;
 use newsflow_runtime::retry::{retry, Failure, RetryPolicy};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 mod breaker;
 mod budget;
@@ -39,8 +43,11 @@ mod config;
 mod fetch;
 mod heartbeat;
 mod jobs;
+mod metrics;
+mod ops;
 mod plans;
 mod run;
+mod service;
 #[cfg(test)]
 mod testing;
 
@@ -58,6 +65,12 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// jobs and sends heartbeats. On shutdown it stops taking commands, cancels every job, waits
 /// for them up to the grace period, flushes NATS and returns `Ok`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Every line the worker writes, its jobs' included, names the worker.
+    let span = tracing::info_span!("worker", worker_id = %config.worker_id);
+    serve(config, shutdown).instrument(span).await
+}
+
+async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let worker_id = config.worker_id.clone();
     tracing::info!(
         worker_id = %worker_id,
@@ -77,12 +90,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     )
     .context("setting up the NewsAPI client")?;
 
+    let health = Arc::new(ops::Health::default());
+    let ops_stop = CancellationToken::new();
+    // Returning early (shutdown before NATS was reached) stops the ops server too.
+    let _ops_guard = ops_stop.clone().drop_guard();
+    let (ops, ops_addr) = match config.metrics_addr {
+        Some(addr) => {
+            let (task, bound) = ops::serve(addr, Arc::clone(&health), ops_stop.clone()).await?;
+            (Some(task), Some(bound))
+        }
+        None => (None, None),
+    };
+
     let name = format!("newsflow-worker {worker_id}");
     let Ok(connected) = connect_with_retry(&config.nats, &name, &shutdown).await;
     let Some(nats) = connected else {
         tracing::info!("shutdown before NATS was reached; exiting");
         return Ok(());
     };
+    let _ = health.nats.set(nats.clone());
     let js = jetstream::ContextBuilder::new()
         .timeout(JETSTREAM_TIMEOUT)
         .build(nats.clone());
@@ -90,15 +116,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::info!("shutdown before the stream was provisioned; exiting");
         return Ok(());
     }
-    let start = nats
-        .queue_subscribe(subjects::START, subjects::WORKERS_QUEUE.to_owned())
-        .await
-        .with_context(|| format!("subscribing to {}", subjects::START))?;
-    let stop_subject = subjects::stop(&worker_id);
-    let stop = nats
-        .subscribe(stop_subject.clone())
-        .await
-        .with_context(|| format!("subscribing to {stop_subject}"))?;
+    let (service, start, stop) = service::register(&nats, &worker_id).await?;
     // The subscriptions must be on the server before anyone is told the worker is ready.
     if tokio::time::timeout(STEP_TIMEOUT, nats.flush())
         .await
@@ -127,14 +145,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let (plans, stop) = (Arc::clone(&plans), plans_stop.clone());
         async move { plans.write_out(plan_store, stop).await }
     });
+    let worker_span = tracing::Span::current();
     let registry = Arc::new(jobs::Registry::new(Arc::new(move |spec, cancel| {
-        tokio::spawn(jobs::run_job(
-            Arc::clone(&runner),
-            spec,
-            cancel,
-            Arc::clone(&plans),
-        ))
+        // Every line of a job's task names the worker and the job.
+        let job_id = spec.borrow().id().clone();
+        let span = tracing::info_span!(parent: &worker_span, "job", job_id = %job_id);
+        tokio::spawn(
+            jobs::run_job(Arc::clone(&runner), spec, cancel, Arc::clone(&plans)).instrument(span),
+        )
     })));
+    let _ = health.registry.set(Arc::clone(&registry));
     let heartbeat_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat::run(
         nats.clone(),
@@ -144,16 +164,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         heartbeat_stop.clone(),
     ));
 
-    println!("worker ready id={worker_id}");
+    // With an ops address the ready line names it (the real port when 0 was asked for).
+    let ops_note = ops_addr.map_or_else(String::new, |addr| format!(" ops=http://{addr}"));
+    newsflow_runtime::logging::stdout_line(&format!("worker ready id={worker_id}{ops_note}"));
     tracing::info!(worker_id = %worker_id, "worker ready");
 
     let commands = commands::Commands {
-        client: nats.clone(),
         worker_id: worker_id.clone(),
         registry: Arc::clone(&registry),
         stop_grace: config.shutdown_grace,
     };
+    health.commands_live.store(true, Ordering::Relaxed);
     let served = commands.serve(start, stop, &shutdown).await;
+    health.commands_live.store(false, Ordering::Relaxed);
     if let Err(error) = &served {
         tracing::error!(%error, "no longer receiving commands; shutting down");
     }
@@ -181,11 +204,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     {
         tracing::warn!("the last heartbeat timed out");
     }
+    match tokio::time::timeout(STEP_TIMEOUT, service.stop()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "could not stop the NATS micro service"),
+        Err(_) => tracing::warn!("stopping the NATS micro service timed out"),
+    }
     tracing::info!("shutting down: flushing NATS");
     match tokio::time::timeout(STEP_TIMEOUT, nats.flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, "flushing NATS failed"),
         Err(_) => tracing::warn!("flushing NATS timed out"),
+    }
+    ops_stop.cancel();
+    if let Some(ops) = ops {
+        if let Err(error) = ops.await {
+            tracing::warn!(%error, "the ops server task failed");
+        }
     }
     tracing::info!(worker_id = %worker_id, "worker stopped");
     served.context("serving commands")

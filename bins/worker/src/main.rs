@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use newsflow_runtime::config::{parse_flags, refuse};
-use newsflow_runtime::logging::init_logging;
+use newsflow_runtime::logging::{init_logging, stderr_line, use_format};
 use newsflow_runtime::signals::shutdown_on_signals;
 use worker::{Cli, Config};
 
@@ -15,6 +15,7 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     let log_format = cli.log_format;
+    use_format(log_format);
     let config = match Config::try_from(cli) {
         Ok(config) => config,
         Err(error) => return refuse("worker", error),
@@ -24,7 +25,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "worker failed");
-            eprintln!("worker: {error:#}");
+            stderr_line(&format!("worker: {error:#}"));
             ExitCode::FAILURE
         }
     }

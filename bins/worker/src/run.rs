@@ -21,6 +21,9 @@ use newsflow_nats::wire::WorkerId;
 use newsflow_runtime::retry::RetryPolicy;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::metrics;
 
 /// Marker header: how late the run started, in milliseconds (read by the benchmark).
 pub const LATENESS_HEADER: &str = "Newsflow-Lateness-Ms";
@@ -83,7 +86,11 @@ impl Publisher for JetStreamPublisher {
         messages: &[Outgoing],
         cancel: &CancellationToken,
     ) -> Result<(), PublishError> {
+        let started = std::time::Instant::now();
         let report = publish_all(&self.js, messages, &self.policy, cancel).await?;
+        let metrics = metrics::global();
+        metrics.published("page", started.elapsed());
+        metrics.articles_published.inc_by(messages.len() as u64);
         if report.duplicates > 0 || report.retried > 0 {
             tracing::debug!(
                 acked = report.acked,
@@ -100,9 +107,10 @@ impl Publisher for JetStreamPublisher {
         marker: &Outgoing,
         cancel: &CancellationToken,
     ) -> Result<(), PublishError> {
-        publish_one(&self.js, marker, &self.policy, cancel)
-            .await
-            .map(|_| ())
+        let started = std::time::Instant::now();
+        publish_one(&self.js, marker, &self.policy, cancel).await?;
+        metrics::global().published("marker", started.elapsed());
+        Ok(())
     }
 }
 
@@ -175,17 +183,18 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
             requests: AtomicU32::new(0),
         };
         let started_at = now_utc();
+        let span = tracing::info_span!("batch", batch_id = %batch.id);
         let fetched = tokio::select! {
             biased;
             () = cancel.cancelled() => Err(RunEnd::Cancelled),
-            result = self.fetch_and_publish(&mut batch, cancel) => result,
+            result = self.fetch_and_publish(&mut batch, cancel).instrument(span.clone()) => result,
         };
         let failure = match fetched {
             Ok(failure) => failure,
-            Err(end) => return batch.finish(end, clock),
+            Err(end) => return span.in_scope(|| batch.finish(end, clock)),
         };
         if cancel.is_cancelled() {
-            return batch.finish(RunEnd::Cancelled, clock);
+            return span.in_scope(|| batch.finish(RunEnd::Cancelled, clock));
         }
         let marker = BatchMarker {
             job_id: spec.id().clone(),
@@ -204,14 +213,14 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
         let published = tokio::select! {
             biased;
             () = cancel.cancelled() => Err(RunEnd::Cancelled),
-            result = self.publisher.publish_marker(&message, cancel) => result.map_err(RunEnd::from),
+            result = self.publisher.publish_marker(&message, cancel).instrument(span.clone()) => result.map_err(RunEnd::from),
         };
         let end = match (published, failure) {
             (Err(end), _) => end,
             (Ok(()), None) => RunEnd::Complete,
             (Ok(()), Some(error)) => RunEnd::Failed(error),
         };
-        batch.finish(end, clock)
+        span.in_scope(|| batch.finish(end, clock))
     }
 
     /// The page loop. `Ok(None)`: every page fetched and published; `Ok(Some(e))`: a fetch
@@ -351,7 +360,8 @@ impl Batch<'_> {
             ),
             RunEnd::Complete | RunEnd::Cancelled => {}
         }
-        tracing::info!(job = %job, batch = %self.id, status, articles, pages, duration_ms, "batch finished");
+        metrics::global().run_finished(status, clock.elapsed());
+        tracing::info!(job = %job, batch = %self.id, outcome = status, articles, pages, duration_ms, "batch finished");
         RunReport {
             batch_id: self.id,
             end,

@@ -13,7 +13,7 @@ use super::jobs::path_job;
 use super::params::{invalid_cursor, Params};
 use super::views::{ArticlesPage, BatchContext, BatchList, BatchView, FeedPage};
 use super::AppState;
-use crate::state::{Metrics, PageKey};
+use crate::state::PageKey;
 use crate::store::FeedFilter;
 
 const PAGE_PARAMS: &[&str] = &["limit", "cursor"];
@@ -134,7 +134,7 @@ fn complete_batch_page(
         limit,
     };
     if let Some(body) = state.shared.cache.get(&key) {
-        Metrics::inc(&state.shared.metrics.cache_hits);
+        state.shared.metrics.cache_hits.inc();
         return Ok(json_response(body, Some(&etag)));
     }
     let record = state

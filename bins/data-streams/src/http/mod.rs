@@ -27,8 +27,8 @@ mod tests;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::map_response(contract_errors))
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -134,6 +135,46 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         return refuse_announced_body(request, limit);
     }
     next.run(request).await
+}
+
+/// Counts every answered request by route template (axum's [`MatchedPath`] written
+/// `/jobs/:id`, `unmatched` for
+/// a path no route knows, so a scan of random paths cannot grow the label set), method and
+/// final status, and times it. It is the outermost layer, so refusals by [`guard`] count too.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    // `/jobs/{id}` is labelled `/jobs/:id`: braces inside a label value are valid Prometheus
+    // text, but line-oriented parsers (prometheus-parse among them) drop such samples.
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || "unmatched".to_owned(),
+        |path| path.as_str().replace('{', ":").replace('}', ""),
+    );
+    let method = known_method(request.method());
+    let response = next.run(request).await;
+    state.shared.metrics.observe_request(
+        &route,
+        method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// The method as a label: the standard ones by name, anything else as `other` (a client can
+/// send any token as a method).
+fn known_method(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
 }
 
 fn announced_length(headers: &header::HeaderMap) -> Option<u64> {

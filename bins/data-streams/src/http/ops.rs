@@ -11,7 +11,9 @@ use serde::Serialize;
 use super::error::{AppError, ErrorBody};
 use super::params::Params;
 use super::AppState;
+use crate::metrics::{set, StateLabels, CONTENT_TYPE};
 use crate::store::DeadLetter;
+use newsflow_core::JobState;
 
 /// `{"status":"ok"}`.
 #[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -82,41 +84,42 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, body = ErrorBody)))]
+/// Prometheus metrics (OpenMetrics text), the state-mirroring gauges read just now.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus metrics in the OpenMetrics text format", content_type = "application/openmetrics-text"), (status = 401, body = ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let shared = &state.shared;
-    let gauges = [
-        (
-            "newsflow_jobs",
-            "Jobs stored.",
-            shared.store.job_count() as u64,
-        ),
-        (
-            "newsflow_workers_alive",
-            "Workers heard from recently.",
-            state.control.alive_count() as u64,
-        ),
-        (
-            "newsflow_consumer_bound",
-            "1 when the durable consumer is bound.",
-            u64::from(shared.consumer_bound.load(Ordering::Relaxed)),
-        ),
-        (
-            "newsflow_nats_connected",
-            "1 when NATS is connected.",
-            u64::from(shared.nats_connected()),
-        ),
-        (
-            "newsflow_store_bytes",
-            "Bytes the sled store occupies on disk.",
-            shared.store.size_on_disk(),
-        ),
-    ];
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render(&gauges),
-    )
+    let metrics = &shared.metrics;
+    set(&metrics.jobs, shared.store.job_count() as u64);
+    set(&metrics.workers_alive, state.control.alive_count() as u64);
+    set(
+        &metrics.consumer_bound,
+        u64::from(shared.consumer_bound.load(Ordering::Relaxed)),
+    );
+    set(&metrics.nats_connected, u64::from(shared.nats_connected()));
+    set(&metrics.store_bytes, shared.store.size_on_disk());
+    match shared.store.all_jobs() {
+        Ok(jobs) => {
+            for (label, state) in [
+                ("running", JobState::Running),
+                ("stopped", JobState::Stopped),
+            ] {
+                let count = jobs.iter().filter(|job| job.state == state).count();
+                set(
+                    &metrics
+                        .jobs_by_state
+                        .get_or_create(&StateLabels { state: label }),
+                    count as u64,
+                );
+            }
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "could not count jobs by state for /metrics"
+            )
+        }
+    }
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode())
 }
 
 /// `{"dead_letters":[..]}`.
