@@ -86,8 +86,19 @@ impl NatsServer {
             config,
             own_dir: None,
         };
-        server.start_again().await;
-        server
+        // A port found free can be taken by another test's server before this one binds it:
+        // then this one exits at once, and it tries another port.
+        for _ in 0..5 {
+            match server.try_start().await {
+                Ok(()) => return server,
+                Err(why) if why.contains("address already in use") => {
+                    server.stop().await;
+                    server.port = free_port();
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        panic!("nats-server found no free port in 5 attempts");
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -129,6 +140,12 @@ impl NatsServer {
     /// Starts it (again) on the same port and store directory and waits until it is ready.
     /// Stops a running one first.
     pub async fn start_again(&mut self) {
+        if let Err(why) = self.try_start().await {
+            panic!("{why}");
+        }
+    }
+
+    async fn try_start(&mut self) -> Result<(), String> {
         self.stop().await;
         let mut args: Vec<String> = Vec::new();
         if let Some(config) = &self.config {
@@ -146,31 +163,36 @@ impl NatsServer {
         ]);
         let spec = Spec::new("nats", nats_server_bin(), &self.log_dir).args(args);
         self.proc = Some(Proc::spawn(spec).await);
-        self.wait_ready().await;
+        self.wait_ready().await
     }
 
-    /// Polls until the server accepts TCP, announces JetStream, and (without a config file that
-    /// may require credentials) answers a JetStream account request.
-    async fn wait_ready(&mut self) {
+    /// Polls until this very process says it is ready, accepts TCP, announces JetStream, and
+    /// (without a config file that may require credentials) answers a JetStream account
+    /// request; `Err` with its logs when it exits first or takes too long.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + NATS_READY_WITHIN;
         loop {
+            let proc = self.proc.as_mut().expect("a started server");
+            if let Some(status) = proc.try_exit() {
+                return Err(format!(
+                    "nats-server exited with {status} during start-up\n{}",
+                    proc.log_tails(40)
+                ));
+            }
+            // Another server on the same port would pass the probe: only this one's log counts.
+            let own = proc.logs().contains("Server is ready");
             let last = match self.probe().await {
-                Ok(()) => return,
+                Ok(()) if own => return Ok(()),
+                Ok(()) => "not ready by its own log yet".to_owned(),
                 Err(why) => why,
             };
             let proc = self.proc.as_mut().expect("a started server");
-            if let Some(status) = proc.try_exit() {
-                panic!(
-                    "nats-server exited with {status} during start-up\n{}",
-                    proc.log_tails(40)
-                );
-            }
             if Instant::now() > deadline {
-                panic!(
+                return Err(format!(
                     "nats-server on port {} not ready within {NATS_READY_WITHIN:?}: {last}\n{}",
                     self.port,
                     proc.log_tails(40)
-                );
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
