@@ -69,6 +69,7 @@ async fn seeded_system() -> (System, BatchId) {
                 published_at: Some(newsflow_core::now_utc()),
                 content: Some("content".into()),
                 fetched_at: newsflow_core::now_utc(),
+                extra: None,
             }
         })
         .collect();

@@ -10,6 +10,9 @@
 //! - `fetch`: the NewsAPI client: size cap, error classification, retries with backoff.
 //! - `breaker`: the worker-wide pause after the API key is refused.
 //! - `run`: one run of a job, one batch: the page loop and the marker.
+//! - `pipeline`: what a run does to its articles between fetch and publish (cleaning, the
+//!   job's stages).
+//! - `dedupe`: the dedupe memory, a JetStream key-value bucket keyed by job id.
 //! - `jobs`: the registry of running jobs and each job's scheduling task.
 //! - `commands`: start and stop commands, parsed, acted on and answered.
 //! - `heartbeat`: the periodic list of jobs this worker runs.
@@ -31,9 +34,11 @@ use tokio_util::sync::CancellationToken;
 mod breaker;
 mod commands;
 mod config;
+mod dedupe;
 mod fetch;
 mod heartbeat;
 mod jobs;
+mod pipeline;
 mod run;
 #[cfg(test)]
 mod testing;
@@ -84,6 +89,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::info!("shutdown before the stream was provisioned; exiting");
         return Ok(());
     }
+    let Some(memory) = provision_memory(&js, config.stream.replicas, &shutdown).await else {
+        tracing::info!("shutdown before the dedupe bucket was provisioned; exiting");
+        return Ok(());
+    };
     let start = nats
         .queue_subscribe(subjects::START, subjects::WORKERS_QUEUE.to_owned())
         .await
@@ -108,7 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             breaker::Breaker::default(),
             config.max_concurrent_fetches,
         ),
-        publisher: run::JetStreamPublisher::new(js, publish::default_policy()),
+        publisher: run::JetStreamPublisher::new(js, publish::default_policy(), memory),
     });
     let registry = Arc::new(jobs::Registry::new(Arc::new(move |spec, cancel| {
         tokio::spawn(jobs::run_job(Arc::clone(&runner), spec, cancel))
@@ -186,4 +195,29 @@ async fn provision_stream(
     )
     .await;
     provisioned.is_ok()
+}
+
+/// Creates or opens the dedupe memory bucket, retrying like [`provision_stream`]; `None` when
+/// shutdown came first.
+async fn provision_memory(
+    js: &jetstream::Context,
+    replicas: usize,
+    shutdown: &CancellationToken,
+) -> Option<dedupe::MemoryBucket> {
+    let policy = RetryPolicy::new(Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+    ));
+    retry(
+        &policy,
+        shutdown,
+        "could not provision the dedupe bucket",
+        || async {
+            dedupe::MemoryBucket::provision(js, replicas)
+                .await
+                .map_err(|error| Failure::Transient(format!("{error:#}")))
+        },
+    )
+    .await
+    .ok()
 }

@@ -2,16 +2,18 @@
 //! acks, then publish the end-of-batch marker, so a marker always follows its whole batch.
 //!
 //! Fetching and publishing sit behind two small traits, so the page loop is tested with
-//! scripted pages and a recording publisher.
+//! scripted pages and a recording publisher. Between the two, every article of the run is
+//! cleaned and goes through the job's pipeline (`crate::pipeline`), so the batch is fetched
+//! whole before any of it is published.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 use newsflow_core::newsapi::{FetchError, PageOutcome};
+use newsflow_core::pipeline::Memory;
 use newsflow_core::{
-    now_utc, Article, ArticleMessage, BatchId, BatchMarker, JobSpec, MarkerStatus, NewsQuery,
+    now_utc, ArticleMessage, BatchId, BatchMarker, JobId, JobSpec, MarkerStatus, NewsQuery,
 };
 use newsflow_nats::async_nats::jetstream;
 use newsflow_nats::publish::{publish_all, publish_one, Outgoing, PublishError};
@@ -19,6 +21,8 @@ use newsflow_nats::subjects;
 use newsflow_nats::wire::WorkerId;
 use newsflow_runtime::retry::RetryPolicy;
 use tokio::time::Instant;
+
+use crate::pipeline::{shape, Shaped};
 use tokio_util::sync::CancellationToken;
 
 /// Marker header: how late the run started, in milliseconds (read by the benchmark).
@@ -50,6 +54,17 @@ pub trait Publisher: Send + Sync {
         marker: &Outgoing,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Result<(), PublishError>> + Send;
+
+    /// What the job's earlier complete batches published (for `dedupe`); empty if nothing
+    /// was remembered yet.
+    fn recall(&self, job: &JobId) -> impl Future<Output = Result<Memory, PublishError>> + Send;
+
+    /// Keeps `memory` for the job's next runs, wherever they run.
+    fn remember(
+        &self,
+        job: &JobId,
+        memory: &Memory,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
 /// JetStream, with publish retries under the same message ids.
@@ -57,12 +72,17 @@ pub trait Publisher: Send + Sync {
 pub struct JetStreamPublisher {
     js: jetstream::Context,
     policy: RetryPolicy,
+    memory: crate::dedupe::MemoryBucket,
 }
 
 impl JetStreamPublisher {
-    /// Publishes through `js`, retrying per `policy`.
-    pub fn new(js: jetstream::Context, policy: RetryPolicy) -> Self {
-        Self { js, policy }
+    /// Publishes through `js`, retrying per `policy`, keeping dedupe memory in `memory`.
+    pub fn new(
+        js: jetstream::Context,
+        policy: RetryPolicy,
+        memory: crate::dedupe::MemoryBucket,
+    ) -> Self {
+        Self { js, policy, memory }
     }
 }
 
@@ -92,6 +112,14 @@ impl Publisher for JetStreamPublisher {
         publish_one(&self.js, marker, &self.policy, cancel)
             .await
             .map(|_| ())
+    }
+
+    async fn recall(&self, job: &JobId) -> Result<Memory, PublishError> {
+        self.memory.load(job).await
+    }
+
+    async fn remember(&self, job: &JobId, memory: &Memory) -> Result<(), PublishError> {
+        self.memory.save(job, memory).await
     }
 }
 
@@ -155,9 +183,10 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
             spec,
             worker: self.worker_id.as_str(),
             id: BatchId::generate(),
-            seen: HashSet::new(),
             published: 0,
             pages: 0,
+            shaped: Shaped::default(),
+            memory: Memory::default(),
         };
         let started_at = now_utc();
         let fetched = tokio::select! {
@@ -184,6 +213,8 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
             started_at,
             finished_at: now_utc(),
             error: failure.as_ref().map(FetchError::to_info),
+            fetched_count: Some(batch.shaped.fetched),
+            dropped: Some(batch.shaped.dropped.clone()),
         };
         let message = batch.marker_message(&marker, lateness);
         let published = tokio::select! {
@@ -193,14 +224,43 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
         };
         let end = match (published, failure) {
             (Err(end), _) => end,
-            (Ok(()), None) => RunEnd::Complete,
+            (Ok(()), None) => {
+                self.remember(&mut batch).await;
+                RunEnd::Complete
+            }
             (Ok(()), Some(error)) => RunEnd::Failed(error),
         };
         batch.finish(end, clock)
     }
 
-    /// The page loop. `Ok(None)`: every page fetched and published; `Ok(Some(e))`: a fetch
-    /// failed for good after the pages before it were published; `Err`: no marker is due.
+    /// Adds a complete batch to the job's dedupe memory, after its marker was acknowledged:
+    /// dying before this write costs the next run some repeats, never a lost article (writing
+    /// first would hide articles of a batch that never completed).
+    async fn remember(&self, batch: &mut Batch<'_>) {
+        let window = batch.spec.pipeline().memory_window();
+        if window == 0 {
+            return;
+        }
+        let ids = batch
+            .shaped
+            .articles
+            .iter()
+            .map(|article| article.id.as_str().to_owned())
+            .collect();
+        batch.memory.remember(ids, window);
+        if let Err(error) = self
+            .publisher
+            .remember(batch.spec.id(), &batch.memory)
+            .await
+        {
+            tracing::warn!(job = %batch.spec.id(), batch = %batch.id, %error,
+                "dedupe memory not updated; the next run may repeat this batch's articles");
+        }
+    }
+
+    /// Fetches every page, shapes the articles, publishes them a page's worth at a time.
+    /// `Ok(None)`: every page fetched and published; `Ok(Some(e))`: a fetch failed for good
+    /// after the pages before it were (shaped and) published; `Err`: no marker is due.
     async fn fetch_and_publish(
         &self,
         batch: &mut Batch<'_>,
@@ -208,29 +268,34 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
     ) -> Result<Option<FetchError>, RunEnd> {
         let spec = batch.spec;
         let page_size = spec.page_size().get();
-        let mut raw_total = 0u64;
+        let mut raw = Vec::new();
+        let mut failure = None;
         for page in 1..=spec.max_pages().get() {
             let page = match self.source.fetch(spec.query(), page, page_size).await {
                 Ok(PageOutcome::Page(page)) => page,
                 Ok(PageOutcome::EndOfResults) => break,
-                Err(error) => return Ok(Some(error)),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
             };
             batch.pages += 1;
             let raw_count = page.articles.len();
-            raw_total += raw_count as u64;
-            let messages = batch.messages(page.articles);
-            if !messages.is_empty() {
-                self.publisher
-                    .publish_page(&messages, cancel)
-                    .await
-                    .map_err(RunEnd::from)?;
-                batch.published += messages.len() as u32;
-            }
-            if raw_count < page_size as usize || raw_total >= page.total_results {
+            raw.extend(page.articles);
+            if raw_count < page_size as usize || raw.len() as u64 >= page.total_results {
                 break;
             }
         }
-        Ok(None)
+        if spec.pipeline().memory_window() > 0 {
+            batch.memory = self.publisher.recall(spec.id()).await?;
+        }
+        batch.shaped = shape(spec, batch.id, raw, &batch.memory, now_utc());
+        let messages = batch.messages();
+        for page in messages.chunks(page_size as usize) {
+            self.publisher.publish_page(page, cancel).await?;
+            batch.published += page.len() as u32;
+        }
+        Ok(failure)
     }
 }
 
@@ -239,31 +304,31 @@ struct Batch<'a> {
     spec: &'a JobSpec,
     worker: &'a str,
     id: BatchId,
-    seen: HashSet<String>,
     published: u32,
     pages: u32,
+    /// The run's articles once fetched and shaped.
+    shaped: Shaped,
+    /// The job's dedupe memory, when its pipeline dedupes.
+    memory: Memory,
 }
 
 impl Batch<'_> {
-    /// One page's article messages: articles without a usable URL or already in this batch
-    /// are dropped, the rest numbered on from the articles published so far.
-    fn messages(&mut self, raw: Vec<newsflow_core::article::RawArticle>) -> Vec<Outgoing> {
+    /// The shaped articles' messages, numbered from 0. An article that cannot be serialized
+    /// is left out (and out of the dedupe memory), and seq stays dense.
+    fn messages(&mut self) -> Vec<Outgoing> {
         let job = self.spec.id();
-        let fetched_at = now_utc();
         let subject = subjects::articles(job, self.id);
-        let mut messages = Vec::with_capacity(raw.len());
-        for raw in raw {
-            let Some(article) = Article::from_newsapi(raw, job, self.id, fetched_at) else {
-                continue;
-            };
-            if self.seen.contains(&article.url) {
-                continue;
-            }
-            let seq = self.published + messages.len() as u32;
+        let articles = std::mem::take(&mut self.shaped.articles);
+        let mut messages = Vec::with_capacity(articles.len());
+        for article in articles {
+            let seq = messages.len() as u32;
             let url = article.url.clone();
-            match serde_json::to_vec(&ArticleMessage { article, seq }) {
+            match serde_json::to_vec(&ArticleMessage {
+                article: article.clone(),
+                seq,
+            }) {
                 Ok(payload) => {
-                    self.seen.insert(url);
+                    self.shaped.articles.push(article);
                     messages.push(Outgoing {
                         subject: subject.clone(),
                         msg_id: subjects::article_msg_id(job, self.id, seq),

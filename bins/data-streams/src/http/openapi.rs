@@ -39,6 +39,13 @@ pub struct CreateJobBody {
     /// `--keep-batches` (20), which then also applies after that flag changes.
     #[schema(minimum = 1, maximum = 1000)]
     keep_batches: Option<u32>,
+    /// What the worker does to each batch between the fetch and the publish, in order: at
+    /// most 16 stages, default none. Each is `{"type":...}` with its own fields: `filter`
+    /// (include/exclude whole-word phrases, fields), `domains` (allow/deny, subdomains match),
+    /// `dedupe` (window_batches 1..=1000), `enrich` (add domain/word_count/reading_time_secs
+    /// under `extra`), `fields` (drop: null these), `limit` (max: the newest N).
+    #[schema(max_items = 16)]
+    pipeline: Option<Vec<newsflow_core::pipeline::StageSpec>>,
 }
 
 #[derive(OpenApi)]

@@ -98,6 +98,14 @@ pub struct BatchView {
     pub completed_at: Option<OffsetDateTime>,
     /// Why it failed or is incomplete.
     pub error: Option<ErrorInfo>,
+    /// How many articles NewsAPI returned for the run, before cleaning and the job's pipeline;
+    /// absent when its publisher did not say (or no marker came yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_count: Option<u32>,
+    /// How many articles cleaning (`removed`, `no_url`, `repeated`) and each pipeline stage
+    /// type dropped; absent when its publisher did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 /// Context for a batch without a marker: is it still in progress?
@@ -136,6 +144,8 @@ impl BatchView {
                     )),
                     _ => marker.error.clone(),
                 },
+                fetched_count: marker.fetched_count,
+                dropped: marker.dropped.clone(),
             },
             None => {
                 let status = if record.abandoned {
@@ -160,6 +170,8 @@ impl BatchView {
                             "the run ended without a marker (its worker stopped or died)",
                         )
                     }),
+                    fetched_count: None,
+                    dropped: None,
                 }
             }
         }
@@ -284,6 +296,8 @@ mod tests {
             started_at: time::macros::datetime!(2026-11-20 08:00:00 UTC),
             completed_at: Some(time::macros::datetime!(2026-11-20 08:00:05 UTC)),
             error: None,
+            fetched_count: None,
+            dropped: None,
         }
     }
 

@@ -252,7 +252,7 @@ async fn a_failed_fetch_publishes_a_failed_marker_counting_what_was_published() 
 #[tokio::test]
 async fn a_publish_that_gives_up_ends_the_run_without_a_marker() {
     let runner = runner(
-        ScriptedSource::new([full_page(100, 0, 3), full_page(100, 3, 3)]),
+        ScriptedSource::new([full_page(6, 0, 3), full_page(6, 3, 3)]),
         Recorder {
             give_up_on_pages: true,
             ..Recorder::default()
@@ -264,12 +264,13 @@ async fn a_publish_that_gives_up_ends_the_run_without_a_marker() {
         .await;
 
     assert!(matches!(report.end, RunEnd::PublishFailed(_)));
-    assert_eq!(runner.source.pages_asked(), [1], "no further fetches");
+    // The whole batch is fetched (and shaped) before any of it is published.
+    assert_eq!(runner.source.pages_asked(), [1, 2]);
     assert!(runner.publisher.markers().is_empty());
 }
 
 #[tokio::test]
-async fn a_cancelled_run_stops_at_once_and_never_publishes_a_marker() {
+async fn a_run_cancelled_mid_fetch_stops_at_once_and_publishes_nothing() {
     let runner = Arc::new(runner(
         ScriptedSource::new([full_page(100, 0, 3)]),
         Recorder::default(),
@@ -285,7 +286,7 @@ async fn a_cancelled_run_stops_at_once_and_never_publishes_a_marker() {
     let report = run.await.expect("the run ends");
 
     assert!(matches!(report.end, RunEnd::Cancelled));
-    assert_eq!(runner.publisher.articles().len(), 3);
+    assert!(runner.publisher.articles().is_empty());
     assert!(runner.publisher.markers().is_empty());
 }
 
@@ -303,4 +304,63 @@ async fn a_run_cancelled_before_it_starts_fetches_nothing() {
     assert!(matches!(report.end, RunEnd::Cancelled));
     assert!(runner.source.pages_asked().is_empty());
     assert!(runner.publisher.markers().is_empty());
+}
+
+#[tokio::test]
+async fn the_pipeline_shapes_the_batch_and_dedupe_remembers_only_complete_batches() {
+    let spec = JobSpec::from_create_request(&json!({
+        "id": "bitcoin", "params": {"q": "bitcoin"}, "page_size": 3, "max_pages": 2,
+        "pipeline": [{"type":"dedupe","window_batches":2},{"type":"limit","max":4}]
+    }))
+    .expect("valid spec");
+    let mut removed = raw(Some("https://removed.com"));
+    removed.title = Some("[Removed]".to_owned());
+    let first_page = Ok(PageOutcome::Page(NewsPage {
+        total_results: 6,
+        articles: vec![
+            raw(Some("https://news.test/0")),
+            removed,
+            raw(Some("https://news.test/1")),
+        ],
+    }));
+    let runner = runner(
+        ScriptedSource::new([
+            first_page,
+            full_page(6, 1, 3),
+            full_page(6, 0, 3),
+            full_page(6, 3, 3),
+        ]),
+        Recorder::default(),
+    );
+
+    let first = runner
+        .run_batch(&spec, Duration::ZERO, &CancellationToken::new())
+        .await;
+    let second = runner
+        .run_batch(&spec, Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert!(matches!(first.end, RunEnd::Complete));
+    assert!(matches!(second.end, RunEnd::Complete));
+    let markers = runner.publisher.markers();
+    // First run: 6 fetched, a placeholder and a repeat of /1 out, limit 4 keeps all four.
+    assert_eq!(markers[0].0.article_count, 4);
+    assert_eq!(markers[0].0.fetched_count, Some(6));
+    let dropped = markers[0].0.dropped.clone().expect("dropped");
+    assert_eq!(dropped.get("removed"), Some(&1));
+    assert_eq!(dropped.get("repeated"), Some(&1));
+    // Second run: /0../5 fetched, the four the first run published are deduped.
+    assert_eq!(markers[1].0.article_count, 2);
+    assert_eq!(
+        markers[1].0.dropped.clone().expect("dropped").get("dedupe"),
+        Some(&4)
+    );
+    let second_urls: Vec<String> = runner
+        .publisher
+        .articles()
+        .into_iter()
+        .filter(|m| m.article.batch_id == second.batch_id)
+        .map(|m| m.article.url)
+        .collect();
+    assert_eq!(second_urls, ["https://news.test/4", "https://news.test/5"]);
 }
