@@ -12,7 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use newsflow_core::pipeline::Memory;
 use newsflow_core::JobId;
-use newsflow_nats::async_nats::jetstream::{self, kv, stream::StorageType};
+use newsflow_nats::async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
+use newsflow_nats::async_nats::jetstream::{self, kv};
 use newsflow_nats::publish::PublishError;
 
 /// The bucket's name.
@@ -29,18 +30,34 @@ pub struct MemoryBucket {
 
 impl MemoryBucket {
     /// Creates the bucket, or opens it when it exists, with `replicas` like the stream.
+    ///
+    /// The bucket's stream is created here, as the key-value layout asks (`KV_<bucket>`,
+    /// subjects `$KV.<bucket>.>`, one value per key, rollups allowed, deletes denied, direct
+    /// gets), rather than through `create_key_value`, whose account-info request does not
+    /// parse against nats-server 2.9. The server accepts a create identical to an existing
+    /// stream, so every worker may race to it.
     pub async fn provision(js: &jetstream::Context, replicas: usize) -> anyhow::Result<Self> {
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{BUCKET}"),
+            description: Some(
+                "newsflow: article ids of each job's last complete batches".to_owned(),
+            ),
+            subjects: vec![format!("$KV.{BUCKET}.>")],
+            max_messages_per_subject: 1,
+            storage: StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: DiscardPolicy::New,
+            num_replicas: replicas.max(1),
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| anyhow::anyhow!("provisioning the {BUCKET} bucket's stream: {error}"))?;
         let store = js
-            .create_or_update_key_value(kv::Config {
-                bucket: BUCKET.to_owned(),
-                description: "newsflow: article ids of each job's last complete batches".to_owned(),
-                history: 1,
-                storage: StorageType::File,
-                num_replicas: replicas.max(1),
-                ..Default::default()
-            })
+            .get_key_value(BUCKET)
             .await
-            .map_err(|error| anyhow::anyhow!("provisioning the {BUCKET} bucket: {error}"))?;
+            .map_err(|error| anyhow::anyhow!("opening the {BUCKET} bucket: {error}"))?;
         Ok(Self { store })
     }
 

@@ -30,6 +30,8 @@ pub struct JobView {
     /// How many of its newest batches the job keeps: its own choice, else the service's
     /// `--keep-batches`.
     pub keep_batches: u64,
+    /// What the worker does to each batch between the fetch and the publish, in order.
+    pub pipeline: Vec<newsflow_core::pipeline::StageSpec>,
     /// Desired state.
     pub state: JobState,
     /// The worker that acknowledged it, when one has.
@@ -60,6 +62,7 @@ impl JobView {
             max_pages: u64::from(spec.max_pages().get()),
             page_size: u64::from(spec.page_size().get()),
             keep_batches: u64::from(spec.keep_batches().unwrap_or(default_keep)),
+            pipeline: spec.pipeline().stages().to_vec(),
             state: record.state,
             worker: record.worker,
             latest_batch: status.latest,
@@ -99,13 +102,14 @@ pub struct BatchView {
     /// Why it failed or is incomplete.
     pub error: Option<ErrorInfo>,
     /// How many articles NewsAPI returned for the run, before cleaning and the job's pipeline;
-    /// absent when its publisher did not say (or no marker came yet).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// null when its publisher did not say (or no marker came yet).
+    #[serde(default)]
     pub fetched_count: Option<u32>,
     /// How many articles cleaning (`removed`, `no_url`, `repeated`) and each pipeline stage
-    /// type dropped; absent when its publisher did not say.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dropped: Option<std::collections::BTreeMap<String, u32>>,
+    /// type dropped (types that dropped none are absent); null when its publisher did not say.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, u32>>)]
+    pub dropped: Option<BTreeMap<String, u32>>,
 }
 
 /// Context for a batch without a marker: is it still in progress?
@@ -310,7 +314,8 @@ mod tests {
         let expected = concat!(
             r#"{"job_id":"btc","#,
             r#""batch":{"id":"01KAHB4N3JQ0S9PZ3B0V5W6X7Y","status":"complete","article_count":2,"#,
-            r#""started_at":"2026-11-20T08:00:00Z","completed_at":"2026-11-20T08:00:05Z","error":null},"#,
+            r#""started_at":"2026-11-20T08:00:00Z","completed_at":"2026-11-20T08:00:05Z","error":null,"#,
+            r#""fetched_count":null,"dropped":null},"#,
             r#""articles":[{"title":"caf\u00e9 \"q\"","url":"https:\/\/a.example\/1","n":[1.50,null,true]},"#,
             r#"{"title":null}],"#,
             r#""next_cursor":"AAEC"}"#,
