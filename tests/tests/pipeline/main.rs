@@ -11,6 +11,7 @@ use newsflow_tests::Api;
 
 mod cleaning;
 mod dedupe;
+mod edits;
 mod refusals;
 mod stages;
 

@@ -19,7 +19,7 @@ pub fn path_job(raw: &str) -> Result<JobId, AppError> {
     JobId::parse(raw).map_err(|_| AppError::job_not_found(raw))
 }
 
-fn view(state: &AppState, record: JobRecord) -> Result<JobView, AppError> {
+pub(super) fn view(state: &AppState, record: JobRecord) -> Result<JobView, AppError> {
     let status = state.shared.store.job_status(record.spec.id())?;
     Ok(JobView::new(
         record,
@@ -28,7 +28,7 @@ fn view(state: &AppState, record: JobRecord) -> Result<JobView, AppError> {
     ))
 }
 
-fn load(state: &AppState, id: &JobId) -> Result<JobRecord, AppError> {
+pub(super) fn load(state: &AppState, id: &JobId) -> Result<JobRecord, AppError> {
     state
         .shared
         .store

@@ -61,6 +61,8 @@ pub struct CreateJobBody {
         super::jobs::start,
         super::jobs::stop,
         super::jobs::delete,
+        super::edit::patch,
+        super::edit::preview,
         super::articles::latest,
         super::articles::batches,
         super::articles::of_batch,
@@ -71,7 +73,7 @@ pub struct CreateJobBody {
         super::ops::dead_letters,
         super::ops::openapi,
     ),
-    components(schemas(super::error::ErrorBody, CreateJobBody))
+    components(schemas(super::error::ErrorBody, CreateJobBody, super::edit::JobPatch))
 )]
 struct ApiDoc;
 
@@ -144,6 +146,7 @@ mod tests {
             "/jobs/{id}",
             "/jobs/{id}/start",
             "/jobs/{id}/stop",
+            "/jobs/{id}/pipeline/preview",
             "/jobs/{id}/articles",
             "/jobs/{id}/batches",
             "/jobs/{id}/batches/{batch_id}/articles",
@@ -160,6 +163,7 @@ mod tests {
             );
         }
         assert!(paths["/jobs/{id}"].get("delete").is_some());
+        assert!(paths["/jobs/{id}"].get("patch").is_some());
     }
 
     #[test]
