@@ -21,9 +21,9 @@ use newsflow_nats::subjects;
 use newsflow_nats::wire::WorkerId;
 use newsflow_runtime::retry::RetryPolicy;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{shape, Shaped};
-use tokio_util::sync::CancellationToken;
 
 /// Marker header: how late the run started, in milliseconds (read by the benchmark).
 pub const LATENESS_HEADER: &str = "Newsflow-Lateness-Ms";
