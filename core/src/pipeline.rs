@@ -47,6 +47,12 @@ pub trait Stage {
     /// The articles this stage keeps, in their order, shaped as it says. `memory` holds what
     /// earlier batches of the job published (for `dedupe`).
     fn apply(&self, articles: Vec<Article>, memory: &Memory) -> Vec<Article>;
+
+    /// Whether it must see the whole batch at once (`limit`). A stage that judges each article
+    /// on its own runs page by page, so the worker publishes each page as it comes.
+    fn whole_batch(&self) -> bool {
+        false
+    }
 }
 
 /// What a job's earlier complete batches published: each batch's article ids (a hash of the
@@ -175,6 +181,12 @@ impl Pipeline {
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// Whether some stage must see the whole batch at once, so the worker fetches every page
+    /// before it publishes any.
+    pub fn whole_batch(&self) -> bool {
+        self.0.iter().any(|spec| spec.stage().1.whole_batch())
     }
 
     /// Runs every stage in order over `articles`, counting what each stage type drops.

@@ -3,8 +3,8 @@
 //!
 //! Fetching and publishing sit behind two small traits, so the page loop is tested with
 //! scripted pages and a recording publisher. Between the two, every article of the run is
-//! cleaned and goes through the job's pipeline (`crate::pipeline`), so the batch is fetched
-//! whole before any of it is published.
+//! cleaned and goes through the job's pipeline (`crate::pipeline`): page by page, or, when a
+//! stage judges the whole batch (`limit`), once every page is fetched.
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use newsflow_runtime::retry::RetryPolicy;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::{shape, Shaped};
+use crate::pipeline::Shaper;
 
 /// Marker header: how late the run started, in milliseconds (read by the benchmark).
 pub const LATENESS_HEADER: &str = "Newsflow-Lateness-Ms";
@@ -185,8 +185,9 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
             id: BatchId::generate(),
             published: 0,
             pages: 0,
-            shaped: Shaped::default(),
+            shaper: Shaper::default(),
             memory: Memory::default(),
+            published_ids: Vec::new(),
         };
         let started_at = now_utc();
         let fetched = tokio::select! {
@@ -213,8 +214,8 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
             started_at,
             finished_at: now_utc(),
             error: failure.as_ref().map(FetchError::to_info),
-            fetched_count: Some(batch.shaped.fetched),
-            dropped: Some(batch.shaped.dropped.clone()),
+            fetched_count: Some(batch.shaper.fetched),
+            dropped: Some(batch.shaper.dropped.clone()),
         };
         let message = batch.marker_message(&marker, lateness);
         let published = tokio::select! {
@@ -241,12 +242,7 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
         if window == 0 {
             return;
         }
-        let ids = batch
-            .shaped
-            .articles
-            .iter()
-            .map(|article| article.id.as_str().to_owned())
-            .collect();
+        let ids = std::mem::take(&mut batch.published_ids);
         batch.memory.remember(ids, window);
         if let Err(error) = self
             .publisher
@@ -258,9 +254,10 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
         }
     }
 
-    /// Fetches every page, shapes the articles, publishes them a page's worth at a time.
-    /// `Ok(None)`: every page fetched and published; `Ok(Some(e))`: a fetch failed for good
-    /// after the pages before it were (shaped and) published; `Err`: no marker is due.
+    /// The page loop: each page is shaped and published as it comes, or, when a stage needs
+    /// the whole batch, every page is fetched first and the batch shaped and published at
+    /// once. `Ok(None)`: every page fetched and published; `Ok(Some(e))`: a fetch failed for
+    /// good after the pages before it were published; `Err`: no marker is due.
     async fn fetch_and_publish(
         &self,
         batch: &mut Batch<'_>,
@@ -268,7 +265,12 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
     ) -> Result<Option<FetchError>, RunEnd> {
         let spec = batch.spec;
         let page_size = spec.page_size().get();
-        let mut raw = Vec::new();
+        let whole_batch = spec.pipeline().whole_batch();
+        if spec.pipeline().memory_window() > 0 {
+            batch.memory = self.publisher.recall(spec.id()).await?;
+        }
+        let mut held = Vec::new();
+        let mut raw_total = 0u64;
         let mut failure = None;
         for page in 1..=spec.max_pages().get() {
             let page = match self.source.fetch(spec.query(), page, page_size).await {
@@ -281,21 +283,38 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
             };
             batch.pages += 1;
             let raw_count = page.articles.len();
-            raw.extend(page.articles);
-            if raw_count < page_size as usize || raw.len() as u64 >= page.total_results {
+            raw_total += raw_count as u64;
+            held.extend(page.articles);
+            if !whole_batch {
+                self.publish(batch, std::mem::take(&mut held), cancel)
+                    .await?;
+            }
+            if raw_count < page_size as usize || raw_total >= page.total_results {
                 break;
             }
         }
-        if spec.pipeline().memory_window() > 0 {
-            batch.memory = self.publisher.recall(spec.id()).await?;
+        if whole_batch {
+            self.publish(batch, held, cancel).await?;
         }
-        batch.shaped = shape(spec, batch.id, raw, &batch.memory, now_utc());
-        let messages = batch.messages();
-        for page in messages.chunks(page_size as usize) {
+        Ok(failure)
+    }
+
+    /// Shapes `raw` and publishes what is left, a page's worth at a time.
+    async fn publish(
+        &self,
+        batch: &mut Batch<'_>,
+        raw: Vec<newsflow_core::article::RawArticle>,
+        cancel: &CancellationToken,
+    ) -> Result<(), RunEnd> {
+        let articles = batch
+            .shaper
+            .shape(batch.spec, batch.id, raw, &batch.memory, now_utc());
+        let messages = batch.messages(articles);
+        for page in messages.chunks(batch.spec.page_size().get() as usize) {
             self.publisher.publish_page(page, cancel).await?;
             batch.published += page.len() as u32;
         }
-        Ok(failure)
+        Ok(())
     }
 }
 
@@ -306,29 +325,27 @@ struct Batch<'a> {
     id: BatchId,
     published: u32,
     pages: u32,
-    /// The run's articles once fetched and shaped.
-    shaped: Shaped,
+    /// Shapes the run's articles, counting what it drops.
+    shaper: Shaper,
     /// The job's dedupe memory, when its pipeline dedupes.
     memory: Memory,
+    /// Ids of the articles published so far, for the dedupe memory.
+    published_ids: Vec<String>,
 }
 
 impl Batch<'_> {
-    /// The shaped articles' messages, numbered from 0. An article that cannot be serialized
-    /// is left out (and out of the dedupe memory), and seq stays dense.
-    fn messages(&mut self) -> Vec<Outgoing> {
+    /// Shaped articles' messages, numbered on from the articles published so far. An article
+    /// that cannot be serialized is left out (and out of the dedupe memory); seq stays dense.
+    fn messages(&mut self, articles: Vec<newsflow_core::Article>) -> Vec<Outgoing> {
         let job = self.spec.id();
         let subject = subjects::articles(job, self.id);
-        let articles = std::mem::take(&mut self.shaped.articles);
         let mut messages = Vec::with_capacity(articles.len());
         for article in articles {
-            let seq = messages.len() as u32;
-            let url = article.url.clone();
-            match serde_json::to_vec(&ArticleMessage {
-                article: article.clone(),
-                seq,
-            }) {
+            let seq = self.published + messages.len() as u32;
+            let (url, id) = (article.url.clone(), article.id.as_str().to_owned());
+            match serde_json::to_vec(&ArticleMessage { article, seq }) {
                 Ok(payload) => {
-                    self.shaped.articles.push(article);
+                    self.published_ids.push(id);
                     messages.push(Outgoing {
                         subject: subject.clone(),
                         msg_id: subjects::article_msg_id(job, self.id, seq),

@@ -1,5 +1,6 @@
 //! `{"type":"limit","max":N}` (1..=1000): keeps the N newest articles by `published_at`
-//! (an article without one counts as the oldest; ties keep the earlier), in their order.
+//! (an article without one counts as the oldest; ties keep the earlier), in their order. The
+//! only stage that judges the whole batch: a job with one publishes after its last page.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,10 @@ impl Stage for Limit {
                 self.max
             ))
         }
+    }
+
+    fn whole_batch(&self) -> bool {
+        true
     }
 
     fn apply(&self, articles: Vec<Article>, _memory: &Memory) -> Vec<Article> {

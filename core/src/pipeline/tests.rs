@@ -44,6 +44,12 @@ fn every_stage_type_parses_and_round_trips() {
     let pipeline = Pipeline::parse(&value).expect("valid");
     assert_eq!(pipeline.stages().len(), 6);
     assert_eq!(pipeline.memory_window(), 3);
+    assert!(pipeline.whole_batch(), "limit needs the whole batch");
+    let per_article = Pipeline::parse(
+        &json!([{"type":"filter","include":["x"]},{"type":"dedupe","window_batches":1}]),
+    )
+    .expect("valid");
+    assert!(!per_article.whole_batch());
     assert_eq!(serde_json::to_value(&pipeline).expect("serializes"), value);
     let back: Pipeline = serde_json::from_value(value).expect("deserializes");
     assert_eq!(back, pipeline);

@@ -252,7 +252,7 @@ async fn a_failed_fetch_publishes_a_failed_marker_counting_what_was_published() 
 #[tokio::test]
 async fn a_publish_that_gives_up_ends_the_run_without_a_marker() {
     let runner = runner(
-        ScriptedSource::new([full_page(6, 0, 3), full_page(6, 3, 3)]),
+        ScriptedSource::new([full_page(100, 0, 3), full_page(100, 3, 3)]),
         Recorder {
             give_up_on_pages: true,
             ..Recorder::default()
@@ -264,13 +264,12 @@ async fn a_publish_that_gives_up_ends_the_run_without_a_marker() {
         .await;
 
     assert!(matches!(report.end, RunEnd::PublishFailed(_)));
-    // The whole batch is fetched (and shaped) before any of it is published.
-    assert_eq!(runner.source.pages_asked(), [1, 2]);
+    assert_eq!(runner.source.pages_asked(), [1], "no further fetches");
     assert!(runner.publisher.markers().is_empty());
 }
 
 #[tokio::test]
-async fn a_run_cancelled_mid_fetch_stops_at_once_and_publishes_nothing() {
+async fn a_cancelled_run_stops_at_once_and_never_publishes_a_marker() {
     let runner = Arc::new(runner(
         ScriptedSource::new([full_page(100, 0, 3)]),
         Recorder::default(),
@@ -286,7 +285,7 @@ async fn a_run_cancelled_mid_fetch_stops_at_once_and_publishes_nothing() {
     let report = run.await.expect("the run ends");
 
     assert!(matches!(report.end, RunEnd::Cancelled));
-    assert!(runner.publisher.articles().is_empty());
+    assert_eq!(runner.publisher.articles().len(), 3);
     assert!(runner.publisher.markers().is_empty());
 }
 
@@ -363,4 +362,49 @@ async fn the_pipeline_shapes_the_batch_and_dedupe_remembers_only_complete_batche
         .map(|m| m.article.url)
         .collect();
     assert_eq!(second_urls, ["https://news.test/4", "https://news.test/5"]);
+}
+
+#[tokio::test]
+async fn a_limit_stage_holds_every_page_until_the_batch_is_fetched() {
+    let spec = JobSpec::from_create_request(&json!({
+        "id": "bitcoin", "params": {"q": "bitcoin"}, "page_size": 3, "max_pages": 3,
+        "pipeline": [{"type":"limit","max":2}]
+    }))
+    .expect("valid spec");
+    let runner = Arc::new(runner(
+        ScriptedSource::new([full_page(100, 0, 3)]),
+        Recorder::default(),
+    ));
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (runner, cancel, spec) = (Arc::clone(&runner), cancel.clone(), spec.clone());
+        async move { runner.run_batch(&spec, Duration::ZERO, &cancel).await }
+    });
+
+    runner.source.hanging.notified().await;
+    assert!(
+        runner.publisher.articles().is_empty(),
+        "nothing before the whole batch"
+    );
+    cancel.cancel();
+    run.await.expect("the run ends");
+
+    let whole = runner_with_pages(&spec).await;
+    assert_eq!(whole.0.article_count, 2);
+    assert_eq!(whole.0.fetched_count, Some(9));
+    assert_eq!(
+        whole.0.dropped.clone().expect("dropped").get("limit"),
+        Some(&7)
+    );
+}
+
+async fn runner_with_pages(spec: &JobSpec) -> (BatchMarker, Outgoing) {
+    let runner = runner(
+        ScriptedSource::new([full_page(9, 0, 3), full_page(9, 3, 3), full_page(9, 6, 3)]),
+        Recorder::default(),
+    );
+    runner
+        .run_batch(spec, Duration::ZERO, &CancellationToken::new())
+        .await;
+    runner.publisher.markers().remove(0)
 }
