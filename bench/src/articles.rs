@@ -103,6 +103,8 @@ pub fn marker_message(job: &JobId, batch: BatchId, count: u32) -> Outgoing {
         started_at: now,
         finished_at: now,
         error: None,
+        fetched_count: None,
+        dropped: None,
     };
     let mut headers = vec![(subjects::WORKER_HEADER, "bench".to_owned())];
     if let Ok(spec) = job_spec(job.as_str(), "bench", 300, 10, 100) {

@@ -53,6 +53,11 @@ pub struct Article {
     #[serde(with = "crate::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub fetched_at: OffsetDateTime,
+    /// What the job's `enrich` stage added (`domain`, `word_count`, `reading_time_secs`);
+    /// absent when the job has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// An article as published on `news.articles.<job_id>.<batch_id>`: the HTTP `Article` plus its
@@ -116,6 +121,7 @@ impl Article {
                 .and_then(crate::query::parse_date),
             content: raw.content,
             fetched_at,
+            extra: None,
         })
     }
 

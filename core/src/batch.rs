@@ -1,6 +1,8 @@
 //! Batches: the end-of-batch marker, a batch's status, and the rule that decides when a batch
 //! becomes a job's latest.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -57,6 +59,14 @@ pub struct BatchMarker {
     /// Why it failed (`failed` markers only).
     #[serde(default)]
     pub error: Option<ErrorInfo>,
+    /// How many articles NewsAPI returned for the run, before cleaning and the job's pipeline
+    /// (absent from publishers that do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_count: Option<u32>,
+    /// How many articles each cleaning step (`removed`, `no_url`, `repeated`) and each stage
+    /// type dropped (absent from publishers that do not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<BTreeMap<String, u32>>,
 }
 
 /// A batch's status as the HTTP API shows it.
@@ -152,6 +162,8 @@ mod tests {
             started_at: crate::now_utc(),
             finished_at: crate::now_utc(),
             error: None,
+            fetched_count: None,
+            dropped: None,
         }
     }
 

@@ -5,10 +5,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{Endpoint, JobId, NewsQuery, ValidationError};
+use crate::{Endpoint, JobId, NewsQuery, Pipeline, ValidationError};
 
 /// The fields the `POST /jobs` body may have; any other is refused.
-pub const CREATE_FIELDS: [&str; 7] = [
+pub const CREATE_FIELDS: [&str; 8] = [
     "id",
     "endpoint",
     "params",
@@ -16,6 +16,7 @@ pub const CREATE_FIELDS: [&str; 7] = [
     "max_pages",
     "page_size",
     "keep_batches",
+    "pipeline",
 ];
 
 /// How often a job runs: 1 second to 1 day.
@@ -210,6 +211,8 @@ pub struct JobSpec {
     /// `None` when the job did not choose: data-streams' `--keep-batches` then applies, so a
     /// later change of that flag reaches every job that left it to the default.
     keep_batches: Option<KeepBatches>,
+    /// What the worker does to each batch between the fetch and the publish; empty by default.
+    pipeline: Pipeline,
 }
 
 impl JobSpec {
@@ -236,6 +239,10 @@ impl JobSpec {
     /// How many batches the job chose to keep; `None` leaves it to data-streams' default.
     pub fn keep_batches(&self) -> Option<KeepBatches> {
         self.keep_batches
+    }
+    /// The job's pipeline.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     /// Parses the `POST /jobs` body. Every field but `params` is optional; unknown fields are
@@ -291,6 +298,8 @@ impl JobSpec {
             keep_batches: integer(fields, "keep_batches")?
                 .map(KeepBatches::new)
                 .transpose()?,
+            pipeline: present(fields, "pipeline")
+                .map_or(Ok(Pipeline::default()), Pipeline::parse)?,
         })
     }
 }
@@ -341,6 +350,8 @@ struct RawSpec {
     page_size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     keep_batches: Option<u64>,
+    #[serde(default, skip_serializing_if = "Pipeline::is_empty")]
+    pipeline: Pipeline,
 }
 
 impl TryFrom<RawSpec> for JobSpec {
@@ -353,6 +364,7 @@ impl TryFrom<RawSpec> for JobSpec {
             max_pages: MaxPages::new(raw.max_pages)?,
             page_size: PageSize::new(raw.page_size)?,
             keep_batches: raw.keep_batches.map(KeepBatches::new).transpose()?,
+            pipeline: raw.pipeline,
         })
     }
 }
@@ -372,6 +384,7 @@ impl From<JobSpec> for RawSpec {
             max_pages: u64::from(spec.max_pages),
             page_size: u64::from(spec.page_size),
             keep_batches: spec.keep_batches.map(u64::from),
+            pipeline: spec.pipeline,
         }
     }
 }
@@ -634,6 +647,30 @@ mod tests {
         let wire = json!({"id":"a","endpoint":"everything","params":{"q":"x"},"interval_secs":1,"max_pages":1,"page_size":1});
         let spec: JobSpec = serde_json::from_value(wire).expect("parses");
         assert_eq!(spec.keep_batches(), None);
+    }
+
+    #[test]
+    fn a_pipeline_is_parsed_with_the_spec_and_rides_the_wire_form() {
+        let body = json!({"id":"a","endpoint":"everything","params":{"q":"x"},"interval_secs":1,"max_pages":1,"page_size":1,
+            "pipeline":[{"type":"filter","include":["ai"],"fields":["title"]},{"type":"limit","max":3}]});
+        let spec = JobSpec::from_create_request(&body).expect("valid");
+        assert_eq!(spec.pipeline().stages().len(), 2);
+        let wire = serde_json::to_value(&spec).expect("serializes");
+        assert_eq!(wire, body);
+        let back: JobSpec = serde_json::from_value(wire).expect("deserializes");
+        assert_eq!(back, spec);
+        let bad = JobSpec::from_create_request(
+            &json!({"params":{"q":"x"},"pipeline":[{"type":"limit","max":3},{"type":"sharpen"}]}),
+        )
+        .expect_err("unknown stage");
+        assert_eq!(
+            (bad.field.as_str(), bad.code),
+            ("pipeline[1]", "unknown_stage")
+        );
+        assert!(bad.message.contains("sharpen"), "{}", bad.message);
+        let none = JobSpec::from_create_request(&json!({"params":{"q":"x"},"pipeline":null}))
+            .expect("null is the default");
+        assert!(none.pipeline().is_empty());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - [`query`]: `Endpoint` and `NewsQuery`, NewsAPI parameters checked against the endpoint's rules.
 //! - [`job`]: `JobSpec` (what a job fetches and how often) and the `POST /jobs` body parser.
 //! - [`article`]: the `Article` served over HTTP and carried on the stream.
+//! - [`pipeline`]: a job's stages (filter, domains, dedupe, enrich, fields, limit) and the
+//!   cleaning every batch gets first.
 //! - [`batch`]: batch markers, batch status and the latest-complete promotion rule.
 //! - [`newsapi`]: defensive parsing and classification of NewsAPI responses.
 //! - [`retry`]: capped exponential backoff with jitter and `Retry-After` parsing.
@@ -26,6 +28,7 @@ pub mod ids;
 pub mod job;
 pub mod newsapi;
 pub mod ownership;
+pub mod pipeline;
 pub mod query;
 pub mod retention;
 pub mod retry;
@@ -37,6 +40,7 @@ pub use batch::{BatchMarker, BatchStatus, ErrorInfo, MarkerStatus, Promotion};
 pub use error::ValidationError;
 pub use ids::{ArticleId, BatchId, JobId};
 pub use job::{Interval, JobSpec, JobState, KeepBatches, MaxPages, PageSize};
+pub use pipeline::Pipeline;
 pub use query::{Endpoint, NewsQuery};
 pub use secret::Secret;
 

@@ -3,7 +3,9 @@
 //!   (`newsflow_core::budget::Ledger`), changed by compare-and-set by every worker on that key;
 //! - [`PLANS_BUCKET`]: one [`JobPlan`](crate::wire::JobPlan) per running job, written by its
 //!   worker after each run and read by data-streams for `next_run_at` and
-//!   `consecutive_failures`.
+//!   `consecutive_failures`;
+//! - [`DEDUPE_BUCKET`]: each deduping job's memory of its last complete batches' article ids,
+//!   written by the worker that ran the batch.
 //!
 //! Both keep one value per key (history 1) on file storage, replicated like the stream.
 
@@ -13,6 +15,8 @@ use async_nats::jetstream::{self, kv};
 pub const BUDGET_BUCKET: &str = "newsflow_budget";
 /// Job plans by job id.
 pub const PLANS_BUCKET: &str = "newsflow_plans";
+/// Dedupe memory by job id: the article ids of the job's last complete batches.
+pub const DEDUPE_BUCKET: &str = "newsflow_dedupe";
 
 /// Why a bucket could not be opened.
 #[derive(Debug, thiserror::Error)]

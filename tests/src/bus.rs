@@ -275,6 +275,7 @@ pub fn sample_article(job: &str, batch: BatchId, i: u32, variant: &str) -> Artic
         published_at: None,
         content: None,
         fetched_at: newsflow_core::now_utc(),
+        extra: None,
     }
 }
 
@@ -293,5 +294,7 @@ pub fn complete_marker(
         started_at,
         finished_at: newsflow_core::now_utc(),
         error: None,
+        fetched_count: None,
+        dropped: None,
     }
 }

@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// The fields of a Job.
-pub const JOB_FIELDS: [&str; 15] = [
+pub const JOB_FIELDS: [&str; 16] = [
     "id",
     "endpoint",
     "params",
@@ -17,6 +17,7 @@ pub const JOB_FIELDS: [&str; 15] = [
     "max_pages",
     "page_size",
     "keep_batches",
+    "pipeline",
     "state",
     "worker",
     "latest_batch",
@@ -27,13 +28,15 @@ pub const JOB_FIELDS: [&str; 15] = [
     "updated_at",
 ];
 /// The fields of a Batch.
-pub const BATCH_FIELDS: [&str; 6] = [
+pub const BATCH_FIELDS: [&str; 8] = [
     "id",
     "status",
     "article_count",
     "started_at",
     "completed_at",
     "error",
+    "fetched_count",
+    "dropped",
 ];
 /// The fields of an Article.
 pub const ARTICLE_FIELDS: [&str; 12] = [
@@ -50,8 +53,9 @@ pub const ARTICLE_FIELDS: [&str; 12] = [
     "content",
     "fetched_at",
 ];
-/// The fields of a batch-marker payload on the stream.
-pub const MARKER_FIELDS: [&str; 7] = [
+/// The fields of a batch-marker payload on the stream, as the worker publishes it (the last
+/// two are optional: a publisher may leave them out).
+pub const MARKER_FIELDS: [&str; 9] = [
     "job_id",
     "batch_id",
     "status",
@@ -59,6 +63,8 @@ pub const MARKER_FIELDS: [&str; 7] = [
     "started_at",
     "finished_at",
     "error",
+    "fetched_count",
+    "dropped",
 ];
 
 /// Asserts `value` is an object with exactly the keys `fields`.
@@ -184,6 +190,12 @@ pub fn assert_job(job: &Value) {
             "Job.{field} must be in 1..={max}: {job}"
         );
     }
+    assert!(
+        job["pipeline"]
+            .as_array()
+            .is_some_and(|stages| stages.len() <= 16),
+        "Job.pipeline must be a list of at most 16 stages: {job}"
+    );
     assert!(
         matches!(job["state"].as_str(), Some("running" | "stopped")),
         "Job.state: {job}"

@@ -24,7 +24,8 @@ const TOKEN: &str = "openapi-token-3vX";
 fn routes() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     [
         ("/jobs", &["get", "post"][..]),
-        ("/jobs/{id}", &["get", "delete"]),
+        ("/jobs/{id}", &["get", "delete", "patch"]),
+        ("/jobs/{id}/pipeline/preview", &["post"]),
         ("/jobs/{id}/start", &["post"]),
         ("/jobs/{id}/stop", &["post"]),
         ("/jobs/{id}/articles", &["get"]),
@@ -70,6 +71,7 @@ async fn seeded_system() -> (System, BatchId) {
                 published_at: Some(newsflow_core::now_utc()),
                 content: Some("content".into()),
                 fetched_at: newsflow_core::now_utc(),
+                extra: None,
             }
         })
         .collect();
@@ -229,7 +231,8 @@ async fn the_document_describes_every_route_method_body_and_error_of_the_server(
             "keep_batches",
             "max_pages",
             "page_size",
-            "params"
+            "params",
+            "pipeline"
         ]
     );
 

@@ -39,6 +39,8 @@ async fn failed(bus: &Bus, job: &str, batch: BatchId) {
         started_at: newsflow_core::now_utc(),
         finished_at: newsflow_core::now_utc(),
         error: Some(ErrorInfo::new("upstream_error", "the test says so")),
+        fetched_count: None,
+        dropped: None,
     })
     .await;
 }

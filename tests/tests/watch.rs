@@ -31,6 +31,7 @@ fn article(job: &JobId, batch: BatchId) -> ArticleMessage {
             published_at: Some(datetime!(2026-11-20 12:00:00 UTC)),
             content: None,
             fetched_at: newsflow_core::now_utc(),
+            extra: None,
         },
         seq: 0,
     }

@@ -55,6 +55,9 @@ pub struct Control {
     /// Fence stops in flight: a worker heartbeating faster than it acknowledges gets one stop
     /// per job, not one per heartbeat.
     fencing: Arc<Mutex<HashSet<(WorkerId, JobId)>>>,
+    /// Held across a job edit (store, stop the owner, start again), so concurrent edits
+    /// apply one after the other and the last start carries the last stored spec.
+    edits: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
 }
 
@@ -120,8 +123,14 @@ impl Control {
             workers: Mutex::default(),
             starting: Arc::default(),
             fencing: Arc::default(),
+            edits: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// The lock a job edit holds from storing the new spec until its owner runs it.
+    pub fn edits(&self) -> &tokio::sync::Mutex<()> {
+        &self.edits
     }
 
     /// Every start and fence task this spawned, so shutdown can close and wait for them.

@@ -82,6 +82,7 @@ pub struct ResultSet {
     outlets: Vec<Origin>,
     total: u32,
     newest: i64,
+    dirty_every: Option<u32>,
 }
 
 impl ResultSet {
@@ -117,7 +118,16 @@ impl ResultSet {
             outlets: outlets_for(query),
             total: total.unwrap_or(120 + (hash % 281) as u32),
             newest: ANCHOR.saturating_add(rotation),
+            dirty_every: None,
         }
+    }
+
+    /// Makes one result in `every` a `[Removed]` placeholder and the one after it carry HTML
+    /// entities in its title and description, by absolute index, so a result keeps its
+    /// dirt across pages and rotation.
+    pub fn dirty_every(mut self, every: Option<u32>) -> Self {
+        self.dirty_every = every.filter(|&n| n > 0);
+        self
     }
 
     /// How many results the query has in all.
@@ -128,6 +138,18 @@ impl ResultSet {
     /// The result at `position`, 0 being the newest.
     pub fn article(&self, position: u32) -> Article {
         let index = self.newest - i64::from(position);
+        match self
+            .dirty_every
+            .map(|every| index.rem_euclid(i64::from(every)))
+        {
+            Some(0) => return removed(),
+            Some(1) => return with_entities(self.clean_article(index)),
+            _ => {}
+        }
+        self.clean_article(index)
+    }
+
+    fn clean_article(&self, index: i64) -> Article {
         let mut mix = Mix(self.hash ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let r = mix.next();
         let pick = |shift: u32| (r >> shift) as usize % 8;
@@ -210,6 +232,33 @@ impl ResultSet {
             content,
         }
     }
+}
+
+/// NewsAPI's placeholder for an article that was removed, field for field.
+fn removed() -> Article {
+    const REMOVED: &str = "[Removed]";
+    Article {
+        source: SourceRef {
+            id: None,
+            name: REMOVED.to_owned(),
+        },
+        author: None,
+        title: REMOVED.to_owned(),
+        description: Some(REMOVED.to_owned()),
+        url: "https://removed.com".to_owned(),
+        url_to_image: None,
+        published_at: "1970-01-01T00:00:00Z".to_owned(),
+        content: Some(REMOVED.to_owned()),
+    }
+}
+
+/// `article` with the HTML entities publishers leave in titles and descriptions.
+fn with_entities(mut article: Article) -> Article {
+    article.title = format!("{} &amp; what&#x27;s next", article.title);
+    article.description = article
+        .description
+        .map(|description| format!("&quot;It&#x27;s early days&quot; &#8212; {description}"));
+    article
 }
 
 /// `publishedAt` of the article at absolute `index`: 7 minutes per index around the anchor.
@@ -404,6 +453,32 @@ mod tests {
         let after = results(Endpoint::Everything, "q=rust", 1);
         assert_eq!(before.article(0), after.article(1));
         assert!(after.article(0).published_at > before.article(0).published_at);
+    }
+
+    #[test]
+    fn dirty_results_are_placeholders_and_entity_encoded_by_index() {
+        let clean = results(Endpoint::Everything, "q=rust", 0);
+        let dirty = results(Endpoint::Everything, "q=rust", 0).dirty_every(Some(5));
+        let articles: Vec<Article> = (0..20).map(|i| dirty.article(i)).collect();
+        let placeholders = articles
+            .iter()
+            .filter(|a| a.url == "https://removed.com")
+            .count();
+        assert_eq!(placeholders, 4);
+        let encoded: Vec<&Article> = articles
+            .iter()
+            .filter(|a| a.title.contains("&#x27;"))
+            .collect();
+        assert_eq!(encoded.len(), 4);
+        for (i, article) in articles.iter().enumerate() {
+            if article.url == "https://removed.com" {
+                assert_eq!(article.title, "[Removed]");
+                assert_eq!(article.published_at, "1970-01-01T00:00:00Z");
+            } else if !article.title.contains("&amp;") {
+                assert_eq!(article, &clean.article(i as u32));
+            }
+        }
+        assert_eq!(dirty.total(), clean.total());
     }
 
     #[test]

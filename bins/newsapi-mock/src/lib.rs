@@ -50,6 +50,10 @@ pub struct Config {
     pub seed: u64,
     /// When set, a new article appears at the top of every result list this often.
     pub rotate_every: Option<Duration>,
+    /// When set to N, one result in N is NewsAPI's `[Removed]` placeholder and the one after
+    /// it carries HTML entities in its title and description, as real pages do. `None` serves
+    /// clean pages, which suites comparing stored articles with the mock's byte for byte need.
+    pub dirty_every: Option<u32>,
 }
 
 impl Default for Config {
@@ -63,6 +67,7 @@ impl Default for Config {
             latency: Duration::ZERO,
             seed: 0,
             rotate_every: None,
+            dirty_every: None,
         }
     }
 }
@@ -78,6 +83,7 @@ impl fmt::Debug for Config {
             .field("latency", &self.latency)
             .field("seed", &self.seed)
             .field("rotate_every", &self.rotate_every)
+            .field("dirty_every", &self.dirty_every)
             .finish()
     }
 }

@@ -43,6 +43,10 @@ struct Cli {
     /// Every this many seconds a new article tops every result list; 0 is never.
     #[arg(long, env = "MOCK_ROTATE_SECS", default_value_t = 0)]
     rotate_secs: u64,
+    /// One result in this many is a `[Removed]` placeholder, and the next one has HTML
+    /// entities in its title and description, as on real NewsAPI pages; 0 is clean pages.
+    #[arg(long, env = "MOCK_DIRTY_EVERY", default_value_t = 0)]
+    dirty_every: u32,
     /// Log line format; the level comes from RUST_LOG.
     #[arg(long, env = "MOCK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -82,6 +86,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         latency: Duration::from_millis(cli.latency_ms),
         seed: cli.seed,
         rotate_every: (cli.rotate_secs > 0).then(|| Duration::from_secs(cli.rotate_secs)),
+        dirty_every: (cli.dirty_every > 0).then_some(cli.dirty_every),
     };
     newsapi_mock::run(config, listener, shutdown.cancelled_owned()).await
 }

@@ -39,6 +39,7 @@ struct Shared {
     latency: Duration,
     seed: u64,
     rotate_every: Option<Duration>,
+    dirty_every: Option<u32>,
     started: Instant,
     faults: Mutex<FaultQueue>,
     stats: Mutex<Stats>,
@@ -55,6 +56,7 @@ impl AppState {
                 latency: config.latency,
                 seed: config.seed,
                 rotate_every: config.rotate_every,
+                dirty_every: config.dirty_every,
                 started: Instant::now(),
                 faults: Mutex::new(FaultQueue::new(config.faults.iter().copied())),
                 stats: Mutex::new(Stats::default()),
@@ -274,6 +276,7 @@ fn result_set(state: &AppState, endpoint: Endpoint, query: &NewsQuery) -> Result
     let shared = &state.inner;
     let rotation = articles::rotation_steps(shared.started.elapsed(), shared.rotate_every);
     ResultSet::new(endpoint, query, shared.seed, shared.total_results, rotation)
+        .dirty_every(shared.dirty_every)
 }
 
 /// A valid article page of at least `bytes` bytes, from the request's query when it has a

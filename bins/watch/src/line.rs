@@ -133,6 +133,7 @@ mod tests {
                 published_at: Some(datetime!(2026-11-20 12:00:00 UTC)),
                 content: None,
                 fetched_at: RECEIVED,
+                extra: None,
             },
             seq: 0,
         }
@@ -147,6 +148,8 @@ mod tests {
             started_at: RECEIVED,
             finished_at: RECEIVED,
             error,
+            fetched_count: None,
+            dropped: None,
         }
     }
 

@@ -11,6 +11,9 @@
 //! - `breaker`: the worker-wide pause after the API key is refused.
 //! - `budget`: the request budget shared by every worker on the key, kept in a JetStream bucket.
 //! - `run`: one run of a job, one batch: the page loop and the marker.
+//! - `pipeline`: what a run does to its articles between fetch and publish (cleaning, the
+//!   job's stages).
+//! - `dedupe`: the dedupe memory, a JetStream key-value bucket keyed by job id.
 //! - `jobs`: the registry of running jobs and each job's scheduling task.
 //! - `commands`: start and stop commands, parsed, acted on and answered.
 //! - `service`: the NATS micro service (`$SRV.PING/INFO/STATS`) whose endpoints take them.
@@ -40,11 +43,13 @@ mod breaker;
 mod budget;
 mod commands;
 mod config;
+mod dedupe;
 mod fetch;
 mod heartbeat;
 mod jobs;
 mod metrics;
 mod ops;
+mod pipeline;
 mod plans;
 mod run;
 mod service;
@@ -116,6 +121,10 @@ async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()
         tracing::info!("shutdown before the stream was provisioned; exiting");
         return Ok(());
     }
+    let Some(memory) = provision_memory(&js, config.stream.replicas, &shutdown).await else {
+        tracing::info!("shutdown before the dedupe bucket was provisioned; exiting");
+        return Ok(());
+    };
     let (service, start, stop) = service::register(&nats, &worker_id).await?;
     // The subscriptions must be on the server before anyone is told the worker is ready.
     if tokio::time::timeout(STEP_TIMEOUT, nats.flush())
@@ -137,7 +146,7 @@ async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()
             config.max_concurrent_fetches,
             budget,
         ),
-        publisher: run::JetStreamPublisher::new(js, publish::default_policy()),
+        publisher: run::JetStreamPublisher::new(js, publish::default_policy(), memory),
     });
     let plans = Arc::new(plans::PlanBoard::new(worker_id.clone()));
     let plans_stop = CancellationToken::new();
@@ -294,4 +303,29 @@ async fn provision_stream(
     )
     .await;
     provisioned.is_ok()
+}
+
+/// Creates or opens the dedupe memory bucket, retrying like [`provision_stream`]; `None` when
+/// shutdown came first.
+async fn provision_memory(
+    js: &jetstream::Context,
+    replicas: usize,
+    shutdown: &CancellationToken,
+) -> Option<dedupe::MemoryBucket> {
+    let policy = RetryPolicy::new(Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+    ));
+    retry(
+        &policy,
+        shutdown,
+        "could not provision the dedupe bucket",
+        || async {
+            dedupe::MemoryBucket::provision(js, replicas)
+                .await
+                .map_err(|error| Failure::Transient(format!("{error:#}")))
+        },
+    )
+    .await
+    .ok()
 }

@@ -2,18 +2,18 @@
 //! acks, then publish the end-of-batch marker, so a marker always follows its whole batch.
 //!
 //! Fetching and publishing sit behind two small traits, so the page loop is tested with
-//! scripted pages and a recording publisher.
+//! scripted pages and a recording publisher. Between the two, every article of the run is
+//! cleaned and goes through the job's pipeline (`crate::pipeline`): page by page, or, when a
+//! stage judges the whole batch (`limit`), once every page is fetched.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use newsflow_core::newsapi::{FetchError, PageOutcome};
-use newsflow_core::{
-    now_utc, Article, ArticleMessage, BatchId, BatchMarker, JobSpec, MarkerStatus,
-};
+use newsflow_core::pipeline::Memory;
+use newsflow_core::{now_utc, ArticleMessage, BatchId, BatchMarker, JobId, JobSpec, MarkerStatus};
 use newsflow_nats::async_nats::jetstream;
 use newsflow_nats::publish::{publish_all, publish_one, Outgoing, PublishError};
 use newsflow_nats::subjects;
@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::metrics;
+
+use crate::pipeline::Shaper;
 
 /// Marker header: how late the run started, in milliseconds (read by the benchmark).
 pub const LATENESS_HEADER: &str = "Newsflow-Lateness-Ms";
@@ -64,6 +66,17 @@ pub trait Publisher: Send + Sync {
         marker: &Outgoing,
         cancel: &CancellationToken,
     ) -> impl Future<Output = Result<(), PublishError>> + Send;
+
+    /// What the job's earlier complete batches published (for `dedupe`); empty if nothing
+    /// was remembered yet.
+    fn recall(&self, job: &JobId) -> impl Future<Output = Result<Memory, PublishError>> + Send;
+
+    /// Keeps `memory` for the job's next runs, wherever they run.
+    fn remember(
+        &self,
+        job: &JobId,
+        memory: &Memory,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
 
 /// JetStream, with publish retries under the same message ids.
@@ -71,12 +84,17 @@ pub trait Publisher: Send + Sync {
 pub struct JetStreamPublisher {
     js: jetstream::Context,
     policy: RetryPolicy,
+    memory: crate::dedupe::MemoryBucket,
 }
 
 impl JetStreamPublisher {
-    /// Publishes through `js`, retrying per `policy`.
-    pub fn new(js: jetstream::Context, policy: RetryPolicy) -> Self {
-        Self { js, policy }
+    /// Publishes through `js`, retrying per `policy`, keeping dedupe memory in `memory`.
+    pub fn new(
+        js: jetstream::Context,
+        policy: RetryPolicy,
+        memory: crate::dedupe::MemoryBucket,
+    ) -> Self {
+        Self { js, policy, memory }
     }
 }
 
@@ -111,6 +129,14 @@ impl Publisher for JetStreamPublisher {
         publish_one(&self.js, marker, &self.policy, cancel).await?;
         metrics::global().published("marker", started.elapsed());
         Ok(())
+    }
+
+    async fn recall(&self, job: &JobId) -> Result<Memory, PublishError> {
+        self.memory.load(job).await
+    }
+
+    async fn remember(&self, job: &JobId, memory: &Memory) -> Result<(), PublishError> {
+        self.memory.save(job, memory).await
     }
 }
 
@@ -177,10 +203,12 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
             spec,
             worker: self.worker_id.as_str(),
             id: BatchId::generate(),
-            seen: HashSet::new(),
             published: 0,
             pages: 0,
             requests: AtomicU32::new(0),
+            shaper: Shaper::default(),
+            memory: Memory::default(),
+            published_ids: Vec::new(),
         };
         let started_at = now_utc();
         let span = tracing::info_span!("batch", batch_id = %batch.id);
@@ -208,6 +236,8 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
             started_at,
             finished_at: now_utc(),
             error: failure.as_ref().map(FetchError::to_info),
+            fetched_count: Some(batch.shaper.fetched),
+            dropped: Some(batch.shaper.dropped.clone()),
         };
         let message = batch.marker_message(&marker, lateness);
         let published = tokio::select! {
@@ -217,14 +247,39 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
         };
         let end = match (published, failure) {
             (Err(end), _) => end,
-            (Ok(()), None) => RunEnd::Complete,
+            (Ok(()), None) => {
+                self.remember(&mut batch).await;
+                RunEnd::Complete
+            }
             (Ok(()), Some(error)) => RunEnd::Failed(error),
         };
         span.in_scope(|| batch.finish(end, clock))
     }
 
-    /// The page loop. `Ok(None)`: every page fetched and published; `Ok(Some(e))`: a fetch
-    /// failed for good after the pages before it were published; `Err`: no marker is due.
+    /// Adds a complete batch to the job's dedupe memory, after its marker was acknowledged:
+    /// dying before this write costs the next run some repeats, never a lost article (writing
+    /// first would hide articles of a batch that never completed).
+    async fn remember(&self, batch: &mut Batch<'_>) {
+        let window = batch.spec.pipeline().memory_window();
+        if window == 0 {
+            return;
+        }
+        let ids = std::mem::take(&mut batch.published_ids);
+        batch.memory.remember(ids, window);
+        if let Err(error) = self
+            .publisher
+            .remember(batch.spec.id(), &batch.memory)
+            .await
+        {
+            tracing::warn!(job = %batch.spec.id(), batch = %batch.id, %error,
+                "dedupe memory not updated; the next run may repeat this batch's articles");
+        }
+    }
+
+    /// The page loop: each page is shaped and published as it comes, or, when a stage needs
+    /// the whole batch, every page is fetched first and the batch shaped and published at
+    /// once. `Ok(None)`: every page fetched and published; `Ok(Some(e))`: a fetch failed for
+    /// good after the pages before it were published; `Err`: no marker is due.
     async fn fetch_and_publish(
         &self,
         batch: &mut Batch<'_>,
@@ -232,7 +287,13 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
     ) -> Result<Option<FetchError>, RunEnd> {
         let spec = batch.spec;
         let page_size = spec.page_size().get();
+        let whole_batch = spec.pipeline().whole_batch();
+        if spec.pipeline().memory_window() > 0 {
+            batch.memory = self.publisher.recall(spec.id()).await?;
+        }
+        let mut held = Vec::new();
         let mut raw_total = 0u64;
+        let mut failure = None;
         for page in 1..=spec.max_pages().get() {
             let request = PageRequest {
                 spec,
@@ -245,24 +306,45 @@ impl<S: PageSource, P: Publisher> Runner<S, P> {
                 Err(error) if error.is_budget() && batch.requests.load(Ordering::Relaxed) == 0 => {
                     return Err(RunEnd::Skipped(error));
                 }
-                Err(error) => return Ok(Some(error)),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
             };
             batch.pages += 1;
             let raw_count = page.articles.len();
             raw_total += raw_count as u64;
-            let messages = batch.messages(page.articles);
-            if !messages.is_empty() {
-                self.publisher
-                    .publish_page(&messages, cancel)
-                    .await
-                    .map_err(RunEnd::from)?;
-                batch.published += messages.len() as u32;
+            held.extend(page.articles);
+            if !whole_batch {
+                self.publish(batch, std::mem::take(&mut held), cancel)
+                    .await?;
             }
             if raw_count < page_size as usize || raw_total >= page.total_results {
                 break;
             }
         }
-        Ok(None)
+        if whole_batch {
+            self.publish(batch, held, cancel).await?;
+        }
+        Ok(failure)
+    }
+
+    /// Shapes `raw` and publishes what is left, a page's worth at a time.
+    async fn publish(
+        &self,
+        batch: &mut Batch<'_>,
+        raw: Vec<newsflow_core::article::RawArticle>,
+        cancel: &CancellationToken,
+    ) -> Result<(), RunEnd> {
+        let articles = batch
+            .shaper
+            .shape(batch.spec, batch.id, raw, &batch.memory, now_utc());
+        let messages = batch.messages(articles);
+        for page in messages.chunks(batch.spec.page_size().get() as usize) {
+            self.publisher.publish_page(page, cancel).await?;
+            batch.published += page.len() as u32;
+        }
+        Ok(())
     }
 }
 
@@ -271,32 +353,30 @@ struct Batch<'a> {
     spec: &'a JobSpec,
     worker: &'a str,
     id: BatchId,
-    seen: HashSet<String>,
     published: u32,
     pages: u32,
     requests: AtomicU32,
+    /// Shapes the run's articles, counting what it drops.
+    shaper: Shaper,
+    /// The job's dedupe memory, when its pipeline dedupes.
+    memory: Memory,
+    /// Ids of the articles published so far, for the dedupe memory.
+    published_ids: Vec<String>,
 }
 
 impl Batch<'_> {
-    /// One page's article messages: articles without a usable URL or already in this batch
-    /// are dropped, the rest numbered on from the articles published so far.
-    fn messages(&mut self, raw: Vec<newsflow_core::article::RawArticle>) -> Vec<Outgoing> {
+    /// Shaped articles' messages, numbered on from the articles published so far. An article
+    /// that cannot be serialized is left out (and out of the dedupe memory); seq stays dense.
+    fn messages(&mut self, articles: Vec<newsflow_core::Article>) -> Vec<Outgoing> {
         let job = self.spec.id();
-        let fetched_at = now_utc();
         let subject = subjects::articles(job, self.id);
-        let mut messages = Vec::with_capacity(raw.len());
-        for raw in raw {
-            let Some(article) = Article::from_newsapi(raw, job, self.id, fetched_at) else {
-                continue;
-            };
-            if self.seen.contains(&article.url) {
-                continue;
-            }
+        let mut messages = Vec::with_capacity(articles.len());
+        for article in articles {
             let seq = self.published + messages.len() as u32;
-            let url = article.url.clone();
+            let (url, id) = (article.url.clone(), article.id.as_str().to_owned());
             match serde_json::to_vec(&ArticleMessage { article, seq }) {
                 Ok(payload) => {
-                    self.seen.insert(url);
+                    self.published_ids.push(id);
                     messages.push(Outgoing {
                         subject: subject.clone(),
                         msg_id: subjects::article_msg_id(job, self.id, seq),

@@ -1,11 +1,12 @@
 //! Test doubles of the two seams of a run: where pages come from and where batches go.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use newsflow_core::newsapi::{FetchError, PageOutcome};
-use newsflow_core::{ArticleMessage, BatchMarker};
+use newsflow_core::pipeline::Memory;
+use newsflow_core::{ArticleMessage, BatchMarker, JobId};
 use newsflow_nats::publish::{Outgoing, PublishError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -56,12 +57,14 @@ impl PageSource for ScriptedSource {
     }
 }
 
-/// Records what is published; can be told to give up on pages.
+/// Records what is published and keeps dedupe memory in memory; can be told to give up on
+/// pages.
 #[derive(Default)]
 pub struct Recorder {
     pub sent_articles: Mutex<Vec<Outgoing>>,
     pub sent_markers: Mutex<Vec<Outgoing>>,
     pub give_up_on_pages: bool,
+    pub memory: Mutex<HashMap<JobId, Memory>>,
 }
 
 impl Recorder {
@@ -118,6 +121,17 @@ impl Publisher for Recorder {
             .lock()
             .expect("not poisoned")
             .push(marker.clone());
+        Ok(())
+    }
+
+    async fn recall(&self, job: &JobId) -> Result<Memory, PublishError> {
+        let memory = self.memory.lock().expect("not poisoned");
+        Ok(memory.get(job).cloned().unwrap_or_default())
+    }
+
+    async fn remember(&self, job: &JobId, memory: &Memory) -> Result<(), PublishError> {
+        let mut memories = self.memory.lock().expect("not poisoned");
+        memories.insert(job.clone(), memory.clone());
         Ok(())
     }
 }

@@ -43,6 +43,7 @@ pub fn synthetic_articles(job: &str, batch: BatchId, count: usize) -> Vec<Articl
                 published_at: Some(fetched_at),
                 content: None,
                 fetched_at,
+                extra: None,
             }
         })
         .collect()

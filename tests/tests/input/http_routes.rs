@@ -86,7 +86,13 @@ async fn bad_ids_routes_methods_parameters_and_cursors_get_contract_errors() {
         // Wrong methods.
         ("PUT", "/jobs".into(), 405, "method_not_allowed"),
         ("DELETE", "/jobs".into(), 405, "method_not_allowed"),
-        ("PATCH", "/jobs/cur".into(), 405, "method_not_allowed"),
+        ("PUT", "/jobs/cur".into(), 405, "method_not_allowed"),
+        (
+            "GET",
+            "/jobs/cur/pipeline/preview".into(),
+            405,
+            "method_not_allowed",
+        ),
         ("POST", "/jobs/cur".into(), 405, "method_not_allowed"),
         ("GET", "/jobs/cur/start".into(), 405, "method_not_allowed"),
         ("DELETE", "/jobs/cur/stop".into(), 405, "method_not_allowed"),

@@ -19,7 +19,7 @@ pub fn path_job(raw: &str) -> Result<JobId, AppError> {
     JobId::parse(raw).map_err(|_| AppError::job_not_found(raw))
 }
 
-fn view(state: &AppState, record: JobRecord) -> Result<JobView, AppError> {
+pub(super) fn view(state: &AppState, record: JobRecord) -> Result<JobView, AppError> {
     let status = state.shared.store.job_status(record.spec.id())?;
     let plan = state.shared.plans.get(record.spec.id().as_str());
     Ok(JobView::new(
@@ -39,7 +39,7 @@ fn view_with_warnings(state: &AppState, record: JobRecord) -> Result<JobWithWarn
     })
 }
 
-fn load(state: &AppState, id: &JobId) -> Result<JobRecord, AppError> {
+pub(super) fn load(state: &AppState, id: &JobId) -> Result<JobRecord, AppError> {
     state
         .shared
         .store

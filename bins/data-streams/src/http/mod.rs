@@ -6,6 +6,7 @@
 //! - [`params`]: query parameters, checked against what a route accepts.
 //! - [`jobs`]: create, list, read, start, stop, delete.
 //! - [`articles`]: latest complete batch, batches, one batch's articles, the feed.
+//! - [`edit`]: `PATCH /jobs/{id}` (a JSON merge patch of the spec) and the pipeline preview.
 //! - [`ops`]: health, readiness, metrics, dead letters, OpenAPI.
 //! - [`quota`]: the shared NewsAPI request budgets and the `over_budget` warning.
 //! - [`views`]: the JSON shapes.
@@ -13,6 +14,7 @@
 //! - [`serve`]: the HTTP/1 server with its connection bounds and header deadline.
 
 pub mod articles;
+pub mod edit;
 pub mod error;
 pub mod jobs;
 pub mod openapi;
@@ -53,7 +55,11 @@ pub fn router(state: AppState) -> Router {
     let limit = state.shared.max_body_bytes;
     let routes = Router::new()
         .route("/jobs", post(jobs::create).get(jobs::list))
-        .route("/jobs/{id}", get(jobs::get).delete(jobs::delete))
+        .route(
+            "/jobs/{id}",
+            get(jobs::get).delete(jobs::delete).patch(edit::patch),
+        )
+        .route("/jobs/{id}/pipeline/preview", post(edit::preview))
         .route("/jobs/{id}/start", post(jobs::start))
         .route("/jobs/{id}/stop", post(jobs::stop))
         .route("/jobs/{id}/articles", get(articles::latest))

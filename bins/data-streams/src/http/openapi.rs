@@ -39,6 +39,13 @@ pub struct CreateJobBody {
     /// `--keep-batches` (20), which then also applies after that flag changes.
     #[schema(minimum = 1, maximum = 1000)]
     keep_batches: Option<u32>,
+    /// What the worker does to each batch between the fetch and the publish, in order: at
+    /// most 16 stages, default none. Each is `{"type":...}` with its own fields: `filter`
+    /// (include/exclude whole-word phrases, fields), `domains` (allow/deny, subdomains match),
+    /// `dedupe` (window_batches 1..=1000), `enrich` (add domain/word_count/reading_time_secs
+    /// under `extra`), `fields` (drop: null these), `limit` (max: the newest N).
+    #[schema(max_items = 16)]
+    pipeline: Option<Vec<newsflow_core::pipeline::StageSpec>>,
 }
 
 #[derive(OpenApi)]
@@ -54,6 +61,8 @@ pub struct CreateJobBody {
         super::jobs::start,
         super::jobs::stop,
         super::jobs::delete,
+        super::edit::patch,
+        super::edit::preview,
         super::articles::latest,
         super::articles::batches,
         super::articles::of_batch,
@@ -65,7 +74,7 @@ pub struct CreateJobBody {
         super::ops::dead_letters,
         super::ops::openapi,
     ),
-    components(schemas(super::error::ErrorBody, CreateJobBody))
+    components(schemas(super::error::ErrorBody, CreateJobBody, super::edit::JobPatch))
 )]
 struct ApiDoc;
 
@@ -138,6 +147,7 @@ mod tests {
             "/jobs/{id}",
             "/jobs/{id}/start",
             "/jobs/{id}/stop",
+            "/jobs/{id}/pipeline/preview",
             "/jobs/{id}/articles",
             "/jobs/{id}/batches",
             "/jobs/{id}/batches/{batch_id}/articles",
@@ -154,6 +164,7 @@ mod tests {
             );
         }
         assert!(paths["/jobs/{id}"].get("delete").is_some());
+        assert!(paths["/jobs/{id}"].get("patch").is_some());
     }
 
     #[test]

@@ -432,7 +432,7 @@ async fn the_openapi_document_declares_bearer_security_only_when_a_token_is_set(
         json!({"type":"http","scheme":"bearer"})
     );
     let operations = security_of(&guarded);
-    assert_eq!(operations.len(), 16, "every operation is checked");
+    assert_eq!(operations.len(), 18, "every operation is checked");
     for (operation, security) in operations {
         let expected = if operation == "get /healthz" {
             json!([{}])

@@ -31,6 +31,8 @@ pub struct JobView {
     /// How many of its newest batches the job keeps: its own choice, else the service's
     /// `--keep-batches`.
     pub keep_batches: u64,
+    /// What the worker does to each batch between the fetch and the publish, in order.
+    pub pipeline: Vec<newsflow_core::pipeline::StageSpec>,
     /// Desired state.
     pub state: JobState,
     /// The worker that acknowledged it, when one has.
@@ -92,6 +94,7 @@ impl JobView {
             max_pages: u64::from(spec.max_pages().get()),
             page_size: u64::from(spec.page_size().get()),
             keep_batches: u64::from(spec.keep_batches().unwrap_or(default_keep)),
+            pipeline: spec.pipeline().stages().to_vec(),
             state: record.state,
             worker: record.worker,
             latest_batch: status.latest,
@@ -175,6 +178,15 @@ pub struct BatchView {
     pub completed_at: Option<OffsetDateTime>,
     /// Why it failed or is incomplete.
     pub error: Option<ErrorInfo>,
+    /// How many articles NewsAPI returned for the run, before cleaning and the job's pipeline;
+    /// null when its publisher did not say (or no marker came yet).
+    #[serde(default)]
+    pub fetched_count: Option<u32>,
+    /// How many articles cleaning (`removed`, `no_url`, `repeated`) and each pipeline stage
+    /// type dropped (types that dropped none are absent); null when its publisher did not say.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, u32>>)]
+    pub dropped: Option<BTreeMap<String, u32>>,
 }
 
 /// Context for a batch without a marker: is it still in progress?
@@ -213,6 +225,8 @@ impl BatchView {
                     )),
                     _ => marker.error.clone(),
                 },
+                fetched_count: marker.fetched_count,
+                dropped: marker.dropped.clone(),
             },
             None => {
                 let status = if record.abandoned {
@@ -237,6 +251,8 @@ impl BatchView {
                             "the run ended without a marker (its worker stopped or died)",
                         )
                     }),
+                    fetched_count: None,
+                    dropped: None,
                 }
             }
         }
@@ -361,6 +377,8 @@ mod tests {
             started_at: time::macros::datetime!(2026-11-20 08:00:00 UTC),
             completed_at: Some(time::macros::datetime!(2026-11-20 08:00:05 UTC)),
             error: None,
+            fetched_count: None,
+            dropped: None,
         }
     }
 
@@ -373,7 +391,8 @@ mod tests {
         let expected = concat!(
             r#"{"job_id":"btc","#,
             r#""batch":{"id":"01KAHB4N3JQ0S9PZ3B0V5W6X7Y","status":"complete","article_count":2,"#,
-            r#""started_at":"2026-11-20T08:00:00Z","completed_at":"2026-11-20T08:00:05Z","error":null},"#,
+            r#""started_at":"2026-11-20T08:00:00Z","completed_at":"2026-11-20T08:00:05Z","error":null,"#,
+            r#""fetched_count":null,"dropped":null},"#,
             r#""articles":[{"title":"caf\u00e9 \"q\"","url":"https:\/\/a.example\/1","n":[1.50,null,true]},"#,
             r#"{"title":null}],"#,
             r#""next_cursor":"AAEC"}"#,

@@ -131,7 +131,7 @@ impl Ingest {
                 if self.is_deleted(&marker.job_id, marker.batch_id) {
                     return Ok(Applied::Deleted);
                 }
-                self.apply_marker(&marker, spec, stream_seq)
+                self.apply_marker(&marker, spec.map(|spec| *spec), stream_seq)
             }
             Parsed::Poison(reason) => anyhow::bail!("a poison message reached apply: {reason}"),
         }
@@ -254,6 +254,8 @@ impl Ingest {
                 stored,
                 finished_at: marker.finished_at,
                 error: marker.error.clone(),
+                fetched_count: marker.fetched_count,
+                dropped: marker.dropped.clone(),
             }),
             abandoned: false,
         };
@@ -344,6 +346,8 @@ impl Ingest {
             started_at: record.started_at,
             finished_at: early.finished_at,
             error: early.error,
+            fetched_count: early.fetched_count,
+            dropped: early.dropped,
         };
         let Applied::Marker(decision, _) = self.apply_marker(&marker, None, 0)? else {
             return Ok(());

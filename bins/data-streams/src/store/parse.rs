@@ -24,10 +24,10 @@ pub enum Parsed {
     },
     /// A batch's end marker.
     Marker {
-        /// The marker.
-        marker: BatchMarker,
+        /// The marker (boxed, like the spec: both dwarf an article's variant).
+        marker: Box<BatchMarker>,
         /// The job's spec, when the publisher attached it.
-        spec: Option<JobSpec>,
+        spec: Option<Box<JobSpec>>,
     },
     /// Not something this stream should hold.
     Poison(String),
@@ -89,7 +89,10 @@ pub fn parse(subject: &str, spec_header: Option<&str>, payload: &[u8]) -> Parsed
             let spec = spec_header
                 .and_then(|text| serde_json::from_str::<JobSpec>(text).ok())
                 .filter(|spec| spec.id() == &marker.job_id);
-            Parsed::Marker { marker, spec }
+            Parsed::Marker {
+                marker: Box::new(marker),
+                spec: spec.map(Box::new),
+            }
         }
     }
 }

@@ -100,6 +100,12 @@ pub struct MarkerRecord {
     pub finished_at: OffsetDateTime,
     /// Why it failed.
     pub error: Option<ErrorInfo>,
+    /// How many articles the run fetched, when its marker said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_count: Option<u32>,
+    /// What cleaning and each stage type dropped, when its marker said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 /// A poison message, kept for inspection.

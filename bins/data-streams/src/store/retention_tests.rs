@@ -48,6 +48,7 @@ fn batch(ingest: &mut Ingest, ms: u64, urls: &[&str], status: Option<MarkerStatu
             published_at: None,
             content: None,
             fetched_at: newsflow_core::now_utc(),
+            extra: None,
         };
         let seq = seq as u32;
         let payload = serde_json::to_vec(&ArticleMessage { article, seq }).expect("serializes");
@@ -65,6 +66,8 @@ fn batch(ingest: &mut Ingest, ms: u64, urls: &[&str], status: Option<MarkerStatu
             finished_at: newsflow_core::now_utc(),
             error: (status == MarkerStatus::Failed)
                 .then(|| newsflow_core::ErrorInfo::new("upstream", "failed")),
+            fetched_count: None,
+            dropped: None,
         };
         let payload = serde_json::to_vec(&marker).expect("serializes");
         ingest

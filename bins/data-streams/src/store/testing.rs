@@ -25,6 +25,7 @@ pub fn article(job: &JobId, batch: BatchId, seq: u32) -> Article {
         published_at: Some(newsflow_core::now_utc()),
         content: None,
         fetched_at: newsflow_core::now_utc(),
+        extra: None,
     }
 }
 
@@ -48,6 +49,8 @@ pub fn marker_message(job: &JobId, batch: BatchId, count: u32) -> (String, Vec<u
         started_at: newsflow_core::now_utc(),
         finished_at: newsflow_core::now_utc(),
         error: None,
+        fetched_count: None,
+        dropped: None,
     };
     let payload = serde_json::to_vec(&marker).expect("serializes");
     (subjects::batch_marker(job, batch), payload)

@@ -84,6 +84,38 @@ async fn pages_are_consecutive_slices_capped_and_total_results_is_uncapped() {
 }
 
 #[tokio::test]
+async fn a_dirty_mock_serves_removed_placeholders_and_entity_encoded_text_like_newsapi() {
+    let mock = Mock::with(Config {
+        dirty_every: Some(10),
+        ..Config::default()
+    })
+    .await;
+    let (status, body) = mock.get_json("/v2/everything?q=ai&pageSize=50").await;
+    assert_eq!(status, StatusCode::OK);
+    let articles = body["articles"].as_array().expect("articles");
+    assert_eq!(articles.len(), 50);
+    let placeholders: Vec<&serde_json::Value> = articles
+        .iter()
+        .filter(|a| a["url"] == "https://removed.com")
+        .collect();
+    assert_eq!(placeholders.len(), 5);
+    for placeholder in placeholders {
+        assert_eq!(
+            placeholder,
+            &serde_json::json!({"source":{"id":null,"name":"[Removed]"},"author":null,"title":"[Removed]","description":"[Removed]","url":"https://removed.com","urlToImage":null,"publishedAt":"1970-01-01T00:00:00Z","content":"[Removed]"})
+        );
+    }
+    let encoded = articles
+        .iter()
+        .filter(|a| a["title"].as_str().is_some_and(|t| t.contains("&amp;")))
+        .count();
+    assert_eq!(encoded, 5);
+    // The same page twice is the same page: the dirt is deterministic.
+    let (_, again) = mock.get_json("/v2/everything?q=ai&pageSize=50").await;
+    assert_eq!(again, body);
+}
+
+#[tokio::test]
 async fn page_past_the_last_result_is_empty() {
     let mock = Mock::with(Config {
         total_results: Some(30),

@@ -349,3 +349,106 @@ async fn a_budget_refusal_after_a_page_went_out_ends_the_run_with_a_failed_marke
         Some("budget_exhausted")
     );
 }
+#[tokio::test]
+async fn the_pipeline_shapes_the_batch_and_dedupe_remembers_only_complete_batches() {
+    let spec = JobSpec::from_create_request(&json!({
+        "id": "bitcoin", "params": {"q": "bitcoin"}, "page_size": 3, "max_pages": 2,
+        "pipeline": [{"type":"dedupe","window_batches":2},{"type":"limit","max":4}]
+    }))
+    .expect("valid spec");
+    let mut removed = raw(Some("https://removed.com"));
+    removed.title = Some("[Removed]".to_owned());
+    let first_page = Ok(PageOutcome::Page(NewsPage {
+        total_results: 6,
+        articles: vec![
+            raw(Some("https://news.test/0")),
+            removed,
+            raw(Some("https://news.test/1")),
+        ],
+    }));
+    let runner = runner(
+        ScriptedSource::new([
+            first_page,
+            full_page(6, 1, 3),
+            full_page(6, 0, 3),
+            full_page(6, 3, 3),
+        ]),
+        Recorder::default(),
+    );
+
+    let first = runner
+        .run_batch(&spec, Duration::ZERO, &CancellationToken::new())
+        .await;
+    let second = runner
+        .run_batch(&spec, Duration::ZERO, &CancellationToken::new())
+        .await;
+
+    assert!(matches!(first.end, RunEnd::Complete));
+    assert!(matches!(second.end, RunEnd::Complete));
+    let markers = runner.publisher.markers();
+    // First run: 6 fetched, a placeholder and a repeat of /1 out, limit 4 keeps all four.
+    assert_eq!(markers[0].0.article_count, 4);
+    assert_eq!(markers[0].0.fetched_count, Some(6));
+    let dropped = markers[0].0.dropped.clone().expect("dropped");
+    assert_eq!(dropped.get("removed"), Some(&1));
+    assert_eq!(dropped.get("repeated"), Some(&1));
+    // Second run: /0../5 fetched, the four the first run published are deduped.
+    assert_eq!(markers[1].0.article_count, 2);
+    assert_eq!(
+        markers[1].0.dropped.clone().expect("dropped").get("dedupe"),
+        Some(&4)
+    );
+    let second_urls: Vec<String> = runner
+        .publisher
+        .articles()
+        .into_iter()
+        .filter(|m| m.article.batch_id == second.batch_id)
+        .map(|m| m.article.url)
+        .collect();
+    assert_eq!(second_urls, ["https://news.test/4", "https://news.test/5"]);
+}
+
+#[tokio::test]
+async fn a_limit_stage_holds_every_page_until_the_batch_is_fetched() {
+    let spec = JobSpec::from_create_request(&json!({
+        "id": "bitcoin", "params": {"q": "bitcoin"}, "page_size": 3, "max_pages": 3,
+        "pipeline": [{"type":"limit","max":2}]
+    }))
+    .expect("valid spec");
+    let runner = Arc::new(runner(
+        ScriptedSource::new([full_page(100, 0, 3)]),
+        Recorder::default(),
+    ));
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (runner, cancel, spec) = (Arc::clone(&runner), cancel.clone(), spec.clone());
+        async move { runner.run_batch(&spec, Duration::ZERO, &cancel).await }
+    });
+
+    runner.source.hanging.notified().await;
+    assert!(
+        runner.publisher.articles().is_empty(),
+        "nothing before the whole batch"
+    );
+    cancel.cancel();
+    run.await.expect("the run ends");
+
+    let whole = runner_with_pages(&spec).await;
+    assert_eq!(whole.0.article_count, 2);
+    assert_eq!(whole.0.fetched_count, Some(9));
+    assert_eq!(
+        whole.0.dropped.clone().expect("dropped").get("limit"),
+        Some(&7)
+    );
+}
+
+async fn runner_with_pages(spec: &JobSpec) -> (BatchMarker, Outgoing) {
+    let runner = runner(
+        ScriptedSource::new([full_page(9, 0, 3), full_page(9, 3, 3), full_page(9, 6, 3)]),
+        Recorder::default(),
+    );
+    runner
+        .run_batch(spec, Duration::ZERO, &CancellationToken::new())
+        .await;
+    runner.publisher.markers().remove(0)
+}
