@@ -183,10 +183,31 @@ impl Control {
 
     /// Asks one worker to start `job` and records the acknowledging owner. `None` when no
     /// worker took it (the reconciler tries again later).
+    ///
+    /// When another start of the job is in flight (the reconciler found it ownerless first),
+    /// waits for that one, up to a command's time, and answers with its owner rather than
+    /// starting the job twice.
     pub async fn start(&self, shared: &Shared, job: &JobId) -> Option<WorkerRef> {
         let client = shared.nats.get()?;
-        let _claim = Claim::take(&self.starting, job.clone())?;
-        self.start_inner(shared, client, job).await
+        let deadline = tokio::time::Instant::now() + self.settings.command_timeout;
+        let mut waited = false;
+        loop {
+            if let Some(_claim) = Claim::take(&self.starting, job.clone()) {
+                if waited {
+                    if let Ok(Some(record)) = shared.store.job(job) {
+                        if record.worker.is_some() {
+                            return record.worker;
+                        }
+                    }
+                }
+                return self.start_inner(shared, client, job).await;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return shared.store.job(job).ok().flatten().and_then(|r| r.worker);
+            }
+            waited = true;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     async fn start_inner(
