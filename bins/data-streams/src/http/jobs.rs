@@ -79,6 +79,7 @@ pub async fn create(
         });
     }
     state.shared.store.flush().await?;
+    crate::events::job_changed(&state.shared, &id);
     state.control.start(&state.shared, &id).await;
     let record = load(&state, &id)?;
     Ok((
@@ -141,6 +142,7 @@ pub async fn start(
             }
         })?;
         state.shared.store.flush().await?;
+        crate::events::job_changed(&state.shared, &id);
         state.control.start(&state.shared, &id).await;
     }
     Ok(Json(view_with_warnings(&state, load(&state, &id)?)?))
@@ -155,6 +157,7 @@ pub async fn stop(
 ) -> Result<Json<JobView>, AppError> {
     let id = path_job(&id)?;
     stop_job(&state, &id).await?;
+    crate::events::job_changed(&state.shared, &id);
     Ok(Json(view(&state, load(&state, &id)?)?))
 }
 
@@ -203,6 +206,7 @@ pub async fn delete(
         .await
         .map_err(|_| AppError::NotReady("the store is shutting down".to_owned()))??;
     if existed {
+        crate::events::job_changed(&state.shared, &id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::job_not_found(id.as_str()))

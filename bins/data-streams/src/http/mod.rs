@@ -5,6 +5,7 @@
 //! - [`error`]: `AppError` and the JSON body extractor.
 //! - [`params`]: query parameters, checked against what a route accepts.
 //! - [`jobs`]: create, list, read, start, stop, delete.
+//! - [`events`]: the server-sent event streams, with `Last-Event-ID` replay.
 //! - [`articles`]: latest complete batch, batches, one batch's articles, the feed.
 //! - [`ops`]: health, readiness, metrics, dead letters, OpenAPI.
 //! - [`quota`]: the shared NewsAPI request budgets and the `over_budget` warning.
@@ -14,6 +15,7 @@
 
 pub mod articles;
 pub mod error;
+pub mod events;
 pub mod jobs;
 pub mod openapi;
 pub mod ops;
@@ -62,6 +64,8 @@ pub fn router(state: AppState) -> Router {
             "/jobs/{id}/batches/{batch_id}/articles",
             get(articles::of_batch),
         )
+        .route("/jobs/{id}/events", get(events::of_job))
+        .route("/events", get(events::all))
         .route("/articles", get(articles::feed))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

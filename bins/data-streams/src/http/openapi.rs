@@ -58,6 +58,8 @@ pub struct CreateJobBody {
         super::articles::batches,
         super::articles::of_batch,
         super::articles::feed,
+        super::events::all,
+        super::events::of_job,
         super::ops::healthz,
         super::ops::readyz,
         super::quota::quota,

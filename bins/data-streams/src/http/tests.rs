@@ -72,6 +72,7 @@ impl Api {
                 max_body_bytes: BODY_LIMIT,
                 max_in_flight: 16,
                 default_keep_batches: newsflow_core::KeepBatches::DEFAULT,
+                max_sse_clients: 4,
             },
         ));
         let control = Arc::new(Control::new(ControlSettings {
@@ -432,7 +433,7 @@ async fn the_openapi_document_declares_bearer_security_only_when_a_token_is_set(
         json!({"type":"http","scheme":"bearer"})
     );
     let operations = security_of(&guarded);
-    assert_eq!(operations.len(), 16, "every operation is checked");
+    assert_eq!(operations.len(), 18, "every operation is checked");
     for (operation, security) in operations {
         let expected = if operation == "get /healthz" {
             json!([{}])
