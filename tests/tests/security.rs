@@ -46,6 +46,8 @@ async fn every_route_but_healthz_needs_the_bearer_token_and_says_so_in_the_error
             Vec::new(),
         ),
         ("GET", "/articles", Vec::new()),
+        ("GET", "/events", Vec::new()),
+        ("GET", "/jobs/guarded/events", Vec::new()),
         ("GET", "/readyz", Vec::new()),
         ("GET", "/metrics", Vec::new()),
         ("GET", "/dead-letters", Vec::new()),

@@ -60,6 +60,7 @@ pub struct CreateJobBody {
         super::articles::feed,
         super::events::all,
         super::events::of_job,
+        super::page::index,
         super::ops::healthz,
         super::ops::readyz,
         super::quota::quota,
