@@ -14,7 +14,7 @@ use crate::state::Shared;
 use crate::store::events::{EventId, StoredBatchEvent};
 
 /// How many events the channel holds for the slowest client before that client is dropped.
-const CHANNEL: usize = 1024;
+pub(crate) const CHANNEL: usize = 1024;
 
 /// What kind of event, as SSE's `event:` field says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

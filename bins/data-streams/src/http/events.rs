@@ -204,3 +204,82 @@ async fn next(cursor: &mut Cursor) -> Option<Arc<Event>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt as _;
+
+    use super::super::{router, AppState};
+    use crate::control::{Control, ControlSettings};
+    use crate::events::{Event, Kind};
+    use crate::state::{Shared, SharedSettings};
+
+    fn app(dir: &std::path::Path) -> (axum::Router, Arc<Shared>) {
+        let (ingest, _) = tokio::sync::mpsc::channel(1);
+        let shared = Arc::new(Shared::new(
+            crate::store::Store::open(dir).expect("the store opens"),
+            ingest,
+            SharedSettings {
+                api_token: None,
+                max_body_bytes: 4096,
+                max_in_flight: 16,
+                default_keep_batches: newsflow_core::KeepBatches::DEFAULT,
+                max_sse_clients: 1,
+            },
+        ));
+        let control = Arc::new(Control::new(ControlSettings {
+            worker_timeout: Duration::from_secs(15),
+            reconcile_every: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(2),
+        }));
+        (
+            router(AppState {
+                shared: shared.clone(),
+                control,
+            }),
+            shared,
+        )
+    }
+
+    fn events() -> Request<Body> {
+        Request::get("/events")
+            .body(Body::empty())
+            .expect("a request")
+    }
+
+    #[tokio::test]
+    async fn a_client_a_whole_channel_behind_is_dropped_and_its_slot_freed() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (app, shared) = app(dir.path());
+        let response = app.clone().oneshot(events()).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(shared.metrics.sse_clients.get(), 1);
+        let job = newsflow_core::JobId::parse("busy").expect("valid");
+        // Publishing never waits for the client, however far behind it is.
+        for _ in 0..crate::events::CHANNEL + 10 {
+            shared.events.publish(Event {
+                id: shared.store.next_event_id(),
+                kind: Kind::Job,
+                job: job.clone(),
+                data: "{}".to_owned(),
+            });
+        }
+        // When it reads at last, its stream ends rather than delivering a stale backlog.
+        let body = tokio::time::timeout(
+            Duration::from_secs(5),
+            axum::body::to_bytes(response.into_body(), usize::MAX),
+        )
+        .await
+        .expect("the lagging stream ends")
+        .expect("a body");
+        assert!(body.is_empty(), "{}", String::from_utf8_lossy(&body));
+        assert_eq!(shared.metrics.sse_clients.get(), 0);
+        let again = app.oneshot(events()).await.expect("infallible");
+        assert_eq!(again.status(), StatusCode::OK, "the slot is free again");
+    }
+}
