@@ -177,6 +177,22 @@ impl Store {
         Ok(found)
     }
 
+    /// Deletes a deleted job's batch events, so a resuming client is never sent a batch of a
+    /// job that no longer exists (or of an older job with a reused id). Deletes are rare; this
+    /// scans the bounded tree.
+    pub(super) fn forget_batch_events(&self, job: &JobId) -> anyhow::Result<()> {
+        for entry in self.batch_events.iter() {
+            let (key, value) = entry.context("listing batch events")?;
+            let event: StoredBatchEvent = decode(&value, "batch event")?;
+            if &event.job_id == job {
+                self.batch_events
+                    .remove(key)
+                    .context("deleting a deleted job's batch event")?;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes batch events older than [`EVENT_RETENTION_MS`] before `now_ms`, and the oldest
     /// beyond [`MAX_STORED_EVENTS`]; returns how many went.
     pub fn prune_batch_events(&self, now_ms: u64) -> anyhow::Result<usize> {
@@ -201,7 +217,70 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::{apply, article_message, marker_message};
+    use super::super::Ingest;
     use super::*;
+
+    #[tokio::test]
+    async fn final_batches_are_indexed_once_in_order_and_forgotten_with_their_job_or_age() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(dir.path()).expect("the store opens");
+        let mut ingest = Ingest::new(store.clone()).expect("ingest starts");
+        let (a, b) = (
+            JobId::parse("a").expect("valid"),
+            JobId::parse("b").expect("valid"),
+        );
+        let mut made = Vec::new();
+        for job in [&a, &b, &a] {
+            let batch = BatchId::generate();
+            apply(&mut ingest, article_message(job, batch, 0));
+            apply(&mut ingest, marker_message(job, batch, 1));
+            // A redelivered marker is the same status: no second event.
+            apply(&mut ingest, marker_message(job, batch, 1));
+            made.push((job.clone(), batch));
+        }
+        let taken = ingest.take_events();
+        let stored = store
+            .batch_events_after(EventId::default(), None, 100)
+            .expect("reads");
+        assert_eq!(
+            stored
+                .iter()
+                .map(|(_, e)| (e.job_id.clone(), e.batch_id))
+                .collect::<Vec<_>>(),
+            made
+        );
+        assert_eq!(
+            taken.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            stored.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+        );
+        let after_first = store
+            .batch_events_after(stored[0].0, Some(&a), 100)
+            .expect("reads");
+        assert_eq!(after_first.len(), 1, "only a's, only after the id");
+        assert_eq!(after_first[0].1.batch_id, made[2].1);
+
+        ingest.delete_job(&a).await.expect("deletes");
+        let left = store
+            .batch_events_after(EventId::default(), None, 100)
+            .expect("reads");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1.job_id, b);
+
+        let now = newsflow_core::unix_ms(newsflow_core::now_utc());
+        assert_eq!(store.prune_batch_events(now).expect("prunes"), 0);
+        assert_eq!(
+            store
+                .prune_batch_events(now + EVENT_RETENTION_MS + 1)
+                .expect("prunes"),
+            1
+        );
+        // Ids keep increasing after a restart, past the newest one ever stored.
+        let newest = left[0].0;
+        drop((ingest, store));
+        let store = Store::open(dir.path()).expect("the store opens again");
+        assert!(store.next_event_id() > newest);
+    }
 
     #[test]
     fn event_ids_sort_as_text_and_bytes_alike_and_round_trip() {
