@@ -204,7 +204,7 @@
       if (!jobs.has(body.id)) jobs.set(body.id, body);
       renderJobs();
       form.reset();
-      $("#live").textContent = "created job " + body.id;
+      $("#notice").textContent = "created job " + body.id;
     } else {
       showError(body.error ? body.error.message : "the server answered " + response.status);
     }
