@@ -331,3 +331,69 @@ async fn streams_need_the_token_are_bounded_and_refuse_a_malformed_last_event_id
     })
     .await;
 }
+
+/// Ingest of `batches` complete batches of ten articles, published as fast as the test can,
+/// until the last is promoted: with no stream open, then with `idle` streams that are open but
+/// never read by the test plus one raw client that never reads a byte. A measurement, not a
+/// test (speed is never asserted): `cargo test -p newsflow-tests --test events -- --ignored
+/// --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run it with --ignored --nocapture"]
+async fn measure_ingest_with_and_without_idle_and_stalled_sse_clients() {
+    const BATCHES: u32 = 200;
+    const IDLE: usize = 100;
+    for idle in [0, IDLE] {
+        let system = System::builder().workers(0).start().await;
+        let api = system.api();
+        api.create_job_ok(&json!({"id":"measured","params":{"q":"x"},"interval_secs":3600}))
+            .await;
+        let mut streams = Vec::new();
+        let mut stalled = None;
+        if idle > 0 {
+            for _ in 0..idle {
+                streams.push(sse::open(&api, "/events", None).await.expect("opens"));
+            }
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            socket.set_recv_buffer_size(1024).expect("a small buffer");
+            let addr = system.data_streams().http_addr();
+            let mut stream = socket
+                .connect(addr.parse().expect("an address"))
+                .await
+                .expect("connects");
+            stream
+                .write_all(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
+                .await
+                .expect("sends");
+            stalled = Some(stream);
+        }
+        let bus = system.bus().await;
+        let before = api.counter("newsflow_batches_promoted_total").await;
+        let started = std::time::Instant::now();
+        for _ in 0..BATCHES {
+            let batch = newsflow_core::BatchId::generate();
+            let articles: Vec<_> = (0..10)
+                .map(|i| newsflow_tests::bus::sample_article("measured", batch, i, ""))
+                .collect();
+            bus.publish_complete_batch(&articles).await;
+        }
+        let published = started.elapsed();
+        wait_for(Duration::from_secs(300), "every batch promoted", || {
+            let api = api.clone();
+            async move {
+                (api.counter("newsflow_batches_promoted_total").await
+                    >= before + u64::from(BATCHES))
+                .then_some(())
+            }
+        })
+        .await;
+        let drained = started.elapsed();
+        println!(
+            "{BATCHES} batches x 10 articles with {idle} idle SSE clients{}: published in {:.2} s, all promoted after {:.2} s ({:.0} batches/s)",
+            if idle > 0 { " + 1 that never reads" } else { "" },
+            published.as_secs_f64(),
+            drained.as_secs_f64(),
+            f64::from(BATCHES) / drained.as_secs_f64()
+        );
+        drop((streams, stalled));
+    }
+}
