@@ -252,6 +252,24 @@ mod tests {
             .expect("a request")
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_stream_gets_a_comment_line_within_fifteen_seconds() {
+        use futures::StreamExt as _;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (app, _shared) = app(dir.path());
+        let response = app.oneshot(events()).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let started = tokio::time::Instant::now();
+        let mut body = response.into_body().into_data_stream();
+        let frame = body.next().await.expect("a frame").expect("readable");
+        assert!(frame.starts_with(b":"), "{frame:?}");
+        assert!(
+            started.elapsed() <= Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn a_client_a_whole_channel_behind_is_dropped_and_its_slot_freed() {
         let dir = tempfile::tempdir().expect("a temporary directory");
