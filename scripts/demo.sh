@@ -159,8 +159,9 @@ if [ "$data_note" = "reusing $data" ]; then
   data_note="reusing $data ($jobs kept from earlier runs); \`./dev demo --fresh\` starts clean"
 fi
 cat <<EOF
+open the page: $api/
 newsflow is up; $data_note
-  API:          $api/
+  API:          $api/jobs, $api/events (live), $api/openapi.json
   NATS:         $NATS_URL
   mock NewsAPI: http://127.0.0.1:$mock_port
   logs:         $data/logs

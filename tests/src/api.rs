@@ -42,6 +42,11 @@ impl Api {
         self
     }
 
+    /// The bearer token it sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// `http://host:port`.
     pub fn base(&self) -> &str {
         &self.base

@@ -23,6 +23,7 @@
 //! - [`api`]: `Api`, the data-streams HTTP client with typed helpers and cursor paging.
 //! - [`mock`]: `MockClient`, direct NewsAPI requests to the mock and its control API.
 //! - [`bus`]: `Bus`, the test's own NATS connection: publish to the stream, heartbeats, reads.
+//! - [`sse`]: `EventStream`, a reader of the server-sent event streams.
 //! - [`poll`]: `wait_for`, `poll_until` and `hold_for`, deadlines instead of sleeps.
 //! - [`contract`]: assertions of the contract's JSON shapes.
 //! - [`tls`]: a throw-away CA, server and client certificates, made in-process.
@@ -38,6 +39,7 @@ pub mod nats_server;
 pub mod poll;
 pub mod process;
 pub mod scratch;
+pub mod sse;
 pub mod system;
 pub mod tls;
 

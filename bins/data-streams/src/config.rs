@@ -63,6 +63,9 @@ pub struct Cli {
     /// Requests handled at once at most; beyond it, 503 `overloaded`.
     #[arg(long, env = "DS_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Open server-sent event streams at most; beyond it, 503 `too_many_streams`.
+    #[arg(long, env = "DS_MAX_SSE_CLIENTS", default_value_t = 1000)]
+    pub max_sse_clients: usize,
     /// A connection that has not sent a whole request head within this is closed; so is a
     /// keep-alive connection idle this long.
     #[arg(long, env = "DS_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
@@ -110,6 +113,8 @@ pub struct Config {
     pub stream: StreamSettings,
     /// HTTP server limits.
     pub http: HttpLimits,
+    /// Open SSE streams at most.
+    pub max_sse_clients: usize,
     /// A store call this old is a stall.
     pub store_stall: Duration,
     /// Test hook: flushes are held while this file exists.
@@ -136,6 +141,7 @@ impl Config {
             ("--header-timeout-ms", cli.header_timeout_ms),
             ("--max-connections", cli.max_connections as u64),
             ("--max-in-flight", cli.max_in_flight as u64),
+            ("--max-sse-clients", cli.max_sse_clients as u64),
         ] {
             anyhow::ensure!(value > 0, "{name} must be at least 1");
         }
@@ -178,6 +184,7 @@ impl Config {
                 header_timeout: Duration::from_millis(cli.header_timeout_ms),
                 max_body_bytes: cli.max_body_bytes,
             },
+            max_sse_clients: cli.max_sse_clients,
             store_stall: Duration::from_secs(cli.store_stall_secs),
             hold_flushes_while: cli.test_hold_flushes_while,
             retention: Retention {

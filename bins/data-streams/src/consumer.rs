@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::state::{IngestCommand, Shared};
+use crate::store::events::{EventId, StoredBatchEvent};
 use crate::store::{self, Ingest, Parsed};
 
 /// The most messages applied under one flush.
@@ -167,24 +168,50 @@ impl Writer {
                     match self.ingest.sweep_abandoned(now_ms) {
                         Ok(abandoned) => {
                             self.shared.metrics.batches_abandoned.inc_by(abandoned as u64);
+                            self.publish_when_durable().await;
                         }
                         Err(error) => tracing::error!(error = format!("{error:#}"), "could not look for abandoned batches"),
+                    }
+                    if let Err(error) = self.shared.store.prune_batch_events(now_ms) {
+                        tracing::error!(error = format!("{error:#}"), "could not prune old batch events");
                     }
                     self.retain().await;
                 }
                 group = self.groups.recv() => {
                     let Some(group) = group else { break };
                     let outcomes = apply_group(&group, &self.shared, &mut self.ingest, &self.settings);
+                    let events = self.ingest.take_events();
                     // One flush in flight at a time: acks stay in group order, and the flush
                     // covers every write applied before it, this group's included.
                     settle(&mut in_flight).await;
-                    in_flight = Some(tokio::spawn(flush_then_ack(group, outcomes, self.shared.clone())));
+                    in_flight = Some(tokio::spawn(flush_then_ack(group, outcomes, events, self.shared.clone())));
                     self.retain().await;
                 }
             }
         }
         settle(&mut in_flight).await;
         Ok(())
+    }
+
+    /// Publishes the batch events of writes made outside a group (abandoned batches) once a
+    /// flush has made them durable.
+    async fn publish_when_durable(&mut self) {
+        let events = self.ingest.take_events();
+        if events.is_empty() {
+            return;
+        }
+        match self.shared.store.flush().await {
+            Ok(()) => {
+                for (id, event) in &events {
+                    self.shared
+                        .events
+                        .publish(crate::events::Event::from_batch(*id, event));
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = format!("{error:#}"), "could not flush abandoned batches; their events are replayed from the store only");
+            }
+        }
     }
 
     /// Deletes the batches jobs no longer keep (after markers or abandoned batches), and
@@ -359,6 +386,7 @@ fn apply_group(
 async fn flush_then_ack(
     group: Vec<jetstream::Message>,
     outcomes: Vec<Outcome>,
+    events: Vec<(EventId, StoredBatchEvent)>,
     shared: Arc<Shared>,
 ) {
     let started = Instant::now();
@@ -376,6 +404,12 @@ async fn flush_then_ack(
         return;
     }
     let flushed = started.elapsed();
+    // Durable now: a client that misses these live replays them from the store.
+    for (id, event) in &events {
+        shared
+            .events
+            .publish(crate::events::Event::from_batch(*id, event));
+    }
     let metrics = &shared.metrics;
     metrics
         .flush_micros

@@ -263,6 +263,7 @@ impl Control {
         match updated {
             Ok(Some(r)) if r.state == JobState::Running => {
                 tracing::info!(%job, %worker, "worker acknowledged start");
+                crate::events::job_changed(shared, job);
                 Some(owner)
             }
             Ok(_) => {
@@ -366,7 +367,8 @@ impl Control {
         });
         match updated {
             Ok(_) if changed => {
-                tracing::info!(%job, %worker, "job adopted by the worker that runs it")
+                tracing::info!(%job, %worker, "job adopted by the worker that runs it");
+                crate::events::job_changed(shared, job);
             }
             // Its next heartbeat is decided against the new owner.
             Ok(_) => tracing::debug!(%job, %worker, "job got an owner before it could be adopted"),
@@ -427,6 +429,7 @@ impl Control {
                         tracing::error!(%job, owner = %owner.id, error = format!("{error:#}"), "clearing a lost owner");
                         continue;
                     }
+                    crate::events::job_changed(shared, job);
                 }
             }
             if lock(&self.starting).contains(job) {

@@ -7,6 +7,7 @@
 //! - [`store`]: the sled store (jobs, batches, articles, feed, dead letters).
 //! - [`consumer`]: the ingest task: group commit (apply, flush, ack).
 //! - [`control`]: start/stop commands, heartbeats, the ownership reconciler.
+//! - [`events`]: live batch and job events fanned out to SSE streams.
 //! - [`http`]: routes, errors, OpenAPI.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`, and the consumer-lag poller.
 //! - [`mirror`]: in-memory copies of the workers' buckets: job plans and request ledgers.
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod consumer;
 pub mod control;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod mirror;
@@ -76,6 +78,7 @@ pub async fn run(
             max_body_bytes: config.http.max_body_bytes,
             max_in_flight: config.http.max_in_flight,
             default_keep_batches: config.retention.default_keep,
+            max_sse_clients: config.max_sse_clients,
         },
     ));
     watch_for_stalls(Arc::downgrade(&shared), config.store_stall)?;
@@ -111,6 +114,13 @@ pub async fn run(
     let app = http::router(http::AppState {
         shared: shared.clone(),
         control: control.clone(),
+    });
+    let closing = shared.events.closing.clone();
+    let stopping = shutdown.clone();
+    // Open event streams end at shutdown, so the server drains instead of waiting on them.
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        closing.cancel();
     });
     http::serve::serve(listener, app, limits, shutdown.clone()).await;
     shutdown.cancel();

@@ -112,6 +112,8 @@ pub struct Metrics {
     pub nats_connected: Gauge,
     /// `newsflow_store_bytes`.
     pub store_bytes: Gauge,
+    /// `newsflow_sse_clients`: open event streams.
+    pub sse_clients: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -155,6 +157,7 @@ impl Default for Metrics {
             consumer_bound: Gauge::default(),
             nats_connected: Gauge::default(),
             store_bytes: Gauge::default(),
+            sse_clients: Gauge::default(),
         };
         metrics.register();
         metrics
@@ -285,6 +288,11 @@ impl Metrics {
                 "newsflow_store_bytes",
                 "Bytes the sled store occupies on disk.",
                 &self.store_bytes,
+            ),
+            (
+                "newsflow_sse_clients",
+                "Open server-sent event streams (GET /events, GET /jobs/{id}/events).",
+                &self.sse_clients,
             ),
             (
                 "newsflow_consumer_pending",

@@ -47,6 +47,8 @@ pub struct Shared {
     pub plans: std::sync::Arc<crate::mirror::Mirror<newsflow_nats::wire::JobPlan>>,
     /// The request ledgers of the NewsAPI keys workers use.
     pub budgets: std::sync::Arc<crate::mirror::Mirror<newsflow_core::budget::Ledger>>,
+    /// Live events for SSE streams.
+    pub events: crate::events::Hub,
 }
 
 /// The settings [`Shared`] is built from.
@@ -60,6 +62,8 @@ pub struct SharedSettings {
     pub max_in_flight: usize,
     /// What a job that did not choose `keep_batches` keeps.
     pub default_keep_batches: newsflow_core::KeepBatches,
+    /// Open SSE streams at most (beyond: 503 `too_many_streams`).
+    pub max_sse_clients: usize,
 }
 
 impl Shared {
@@ -87,6 +91,7 @@ impl Shared {
             budgets: std::sync::Arc::new(crate::mirror::Mirror::new(
                 newsflow_nats::kv::BUDGET_BUCKET,
             )),
+            events: crate::events::Hub::new(settings.max_sse_clients),
         }
     }
 

@@ -96,6 +96,7 @@ mod tests {
                 max_body_bytes: 1024,
                 max_in_flight: 1,
                 default_keep_batches: newsflow_core::KeepBatches::DEFAULT,
+                max_sse_clients: 4,
             },
         ))
     }

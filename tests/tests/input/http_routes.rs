@@ -72,7 +72,10 @@ async fn bad_ids_routes_methods_parameters_and_cursors_get_contract_errors() {
             "job_not_found",
         ),
         // Unknown routes.
-        ("GET", "/".into(), 404, "route_not_found"),
+        // `/` is the web page; other paths near it are not routes.
+        ("GET", "/index.html".into(), 404, "route_not_found"),
+        ("POST", "/".into(), 405, "method_not_allowed"),
+        ("GET", "/app.js/x".into(), 404, "route_not_found"),
         ("GET", "/nope".into(), 404, "route_not_found"),
         ("GET", "/jobs/cur/nope".into(), 404, "route_not_found"),
         (

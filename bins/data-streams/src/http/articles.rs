@@ -2,7 +2,7 @@
 //! articles, and the cross-job feed.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -115,17 +115,11 @@ fn complete_batch_page(
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let etag = format!("\"{batch}.{}.{limit}\"", after.map_or(-1, i64::from));
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
-    {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        response.headers_mut().insert(
-            header::ETAG,
+    if super::caching::matches(headers, &etag) {
+        return Ok(super::caching::not_modified(
             HeaderValue::from_str(&etag).map_err(anyhow::Error::from)?,
-        );
-        return Ok(response);
+            super::caching::IMMUTABLE,
+        ));
     }
     let key = PageKey {
         job: job.clone(),
@@ -178,7 +172,7 @@ fn complete_batch_page(
 /// A job's batches, newest first.
 #[utoipa::path(get, path = "/jobs/{id}/batches", tag = "articles",
     params(("id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = BatchList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "ETag, Cache-Control: private, no-cache", body = BatchList), (status = 304, description = "Not modified: If-None-Match lists the current ETag"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn batches(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -223,7 +217,7 @@ pub async fn batches(
         ("since" = Option<String>, Query, format = DateTime, description = "RFC 3339: only articles published at or after"),
         ("q" = Option<String>, Query, min_length = 1, max_length = 500, description = "text in title, description or content (case-insensitive)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = FeedPage<'static>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "ETag, Cache-Control: private, no-cache", body = FeedPage<'static>), (status = 304, description = "Not modified: If-None-Match lists the current ETag"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn feed(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -345,6 +339,10 @@ fn json_response(body: Bytes, etag: Option<&str>) -> Response {
         .into_response();
     if let Some(etag) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
         response.headers_mut().insert(header::ETAG, etag);
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(super::caching::IMMUTABLE),
+        );
     }
     response
 }

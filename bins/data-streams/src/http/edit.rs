@@ -157,6 +157,7 @@ pub async fn patch(
         }
         state.control.start(&state.shared, &id).await;
     }
+    crate::events::job_changed(&state.shared, &id);
     Ok(Json(view(&state, load(&state, &id)?)?))
 }
 

@@ -44,6 +44,9 @@ pub enum AppError {
     /// 503: too many requests in flight; retry in a second.
     #[error("the server is handling as many requests as it allows; retry in a second")]
     Overloaded,
+    /// 503: as many event streams are open as `--max-sse-clients` allows.
+    #[error("as many event streams are open as the server allows; retry later")]
+    TooManyStreams,
     /// 500: logged with its cause chain; the client sees no internals.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -73,6 +76,7 @@ impl AppError {
             Self::Invalid(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.code),
             Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Self::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -120,7 +124,7 @@ impl IntoResponse for AppError {
                 header::HeaderValue::from_static("close"),
             );
         }
-        if matches!(self, Self::Overloaded) {
+        if matches!(self, Self::Overloaded | Self::TooManyStreams) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));

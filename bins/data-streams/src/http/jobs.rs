@@ -50,7 +50,7 @@ pub(super) fn load(state: &AppState, id: &JobId) -> Result<JobRecord, AppError> 
 /// Create a job and start it on a worker.
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = super::openapi::CreateJobBody,
     responses(
-        (status = 201, description = "Created (and started when a worker acknowledged; `worker` is null otherwise), with `warnings` (`over_budget`)", body = JobWithWarnings),
+        (status = 201, description = "Created (and started; `Location: /jobs/{id}` when a worker acknowledged; `worker` is null otherwise), with `warnings` (`over_budget`)", body = JobWithWarnings),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 409, description = "The id is taken", body = ErrorBody),
@@ -79,10 +79,14 @@ pub async fn create(
         });
     }
     state.shared.store.flush().await?;
+    crate::events::job_changed(&state.shared, &id);
     state.control.start(&state.shared, &id).await;
     let record = load(&state, &id)?;
+    let location = axum::http::HeaderValue::from_str(&format!("/jobs/{}", id.as_str()))
+        .map_err(anyhow::Error::from)?;
     Ok((
         StatusCode::CREATED,
+        [(axum::http::header::LOCATION, location)],
         Json(view_with_warnings(&state, record)?),
     ))
 }
@@ -90,7 +94,7 @@ pub async fn create(
 /// List jobs by id.
 #[utoipa::path(get, path = "/jobs", tag = "jobs",
     params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1..=1000, default 100"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses((status = 200, body = JobList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "ETag, Cache-Control: private, no-cache", body = JobList), (status = 304, description = "Not modified: If-None-Match lists the current ETag"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -115,7 +119,7 @@ pub async fn list(
 
 /// One job.
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = JobView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "ETag, Cache-Control: private, no-cache", body = JobView), (status = 304, description = "Not modified: If-None-Match lists the current ETag"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -141,6 +145,7 @@ pub async fn start(
             }
         })?;
         state.shared.store.flush().await?;
+        crate::events::job_changed(&state.shared, &id);
         state.control.start(&state.shared, &id).await;
     }
     Ok(Json(view_with_warnings(&state, load(&state, &id)?)?))
@@ -155,6 +160,7 @@ pub async fn stop(
 ) -> Result<Json<JobView>, AppError> {
     let id = path_job(&id)?;
     stop_job(&state, &id).await?;
+    crate::events::job_changed(&state.shared, &id);
     Ok(Json(view(&state, load(&state, &id)?)?))
 }
 
@@ -203,6 +209,7 @@ pub async fn delete(
         .await
         .map_err(|_| AppError::NotReady("the store is shutting down".to_owned()))??;
     if existed {
+        crate::events::job_changed(&state.shared, &id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AppError::job_not_found(id.as_str()))

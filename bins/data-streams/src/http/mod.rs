@@ -5,20 +5,26 @@
 //! - [`error`]: `AppError` and the JSON body extractor.
 //! - [`params`]: query parameters, checked against what a route accepts.
 //! - [`jobs`]: create, list, read, start, stop, delete.
+//! - [`events`]: the server-sent event streams, with `Last-Event-ID` replay.
+//! - [`caching`]: `ETag`, `If-None-Match` and `Cache-Control` on stored-data reads.
 //! - [`articles`]: latest complete batch, batches, one batch's articles, the feed.
 //! - [`edit`]: `PATCH /jobs/{id}` (a JSON merge patch of the spec) and the pipeline preview.
 //! - [`ops`]: health, readiness, metrics, dead letters, OpenAPI.
 //! - [`quota`]: the shared NewsAPI request budgets and the `over_budget` warning.
 //! - [`views`]: the JSON shapes.
+//! - [`page`]: the web page at `/`, compiled into the binary.
 //! - [`openapi`]: the generated OpenAPI document.
 //! - [`serve`]: the HTTP/1 server with its connection bounds and header deadline.
 
 pub mod articles;
+pub mod caching;
 pub mod edit;
 pub mod error;
+pub mod events;
 pub mod jobs;
 pub mod openapi;
 pub mod ops;
+pub mod page;
 pub mod params;
 pub mod quota;
 pub mod serve;
@@ -68,6 +74,8 @@ pub fn router(state: AppState) -> Router {
             "/jobs/{id}/batches/{batch_id}/articles",
             get(articles::of_batch),
         )
+        .route("/jobs/{id}/events", get(events::of_job))
+        .route("/events", get(events::all))
         .route("/articles", get(articles::feed))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
@@ -75,9 +83,13 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters", get(ops::dead_letters))
         .route("/quota", get(quota::quota))
         .route("/openapi.json", get(ops::openapi))
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/app.css", get(page::style))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     routes
+        .route_layer(middleware::from_fn(caching::conditional))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::map_response(contract_errors))
         .layer(DefaultBodyLimit::max(limit))
@@ -124,7 +136,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
         .into_response();
     }
     if let Some(token) = &state.shared.api_token {
-        if path != "/healthz" {
+        if path != "/healthz" && !page::PATHS.contains(&path) {
             let given = authorization
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.split_once(' '))

@@ -72,6 +72,7 @@ impl Api {
                 max_body_bytes: BODY_LIMIT,
                 max_in_flight: 16,
                 default_keep_batches: newsflow_core::KeepBatches::DEFAULT,
+                max_sse_clients: 4,
             },
         ));
         let control = Arc::new(Control::new(ControlSettings {
@@ -265,6 +266,10 @@ async fn with_a_token_set_every_route_but_healthz_answers_401_without_it() {
         .await
         .error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
+    // The page is open (it asks for the token); the data it reads is not.
+    for uri in ["/", "/app.js", "/app.css"] {
+        assert_eq!(api.get(uri).await.status, StatusCode::OK, "{uri}");
+    }
     assert_eq!(
         api.send(with(&format!("bearer {TOKEN}"))).await.status,
         StatusCode::OK
@@ -432,9 +437,9 @@ async fn the_openapi_document_declares_bearer_security_only_when_a_token_is_set(
         json!({"type":"http","scheme":"bearer"})
     );
     let operations = security_of(&guarded);
-    assert_eq!(operations.len(), 18, "every operation is checked");
+    assert_eq!(operations.len(), 21, "every operation is checked");
     for (operation, security) in operations {
-        let expected = if operation == "get /healthz" {
+        let expected = if operation == "get /healthz" || operation == "get /" {
             json!([{}])
         } else {
             json!([{"bearer":[]}])

@@ -50,6 +50,8 @@ pub struct Ingest {
     /// Batches whose pruning a crash interrupted (`pruning` tree keys): their data is deleted
     /// again at start-up, and their marker removed once that is durable.
     pub(super) interrupted_prunes: Vec<Vec<u8>>,
+    /// Batch events stored since the writer last took them: published once flushed.
+    pub(super) new_events: Vec<(super::events::EventId, super::events::StoredBatchEvent)>,
 }
 
 impl Ingest {
@@ -79,6 +81,7 @@ impl Ingest {
             retention: super::Retention::default(),
             prune_due: HashSet::new(),
             interrupted_prunes: Vec::new(),
+            new_events: Vec::new(),
         };
         ingest.finish_interrupted_prunes()?;
         Ok(ingest)
@@ -135,6 +138,14 @@ impl Ingest {
             }
             Parsed::Poison(reason) => anyhow::bail!("a poison message reached apply: {reason}"),
         }
+    }
+
+    /// The batch events stored since the last call, oldest first: the writer publishes them
+    /// once the flush that makes them durable is done.
+    pub fn take_events(
+        &mut self,
+    ) -> Vec<(super::events::EventId, super::events::StoredBatchEvent)> {
+        std::mem::take(&mut self.new_events)
     }
 
     fn is_deleted(&self, job: &JobId, batch: BatchId) -> bool {
@@ -266,10 +277,31 @@ impl Ingest {
         } else {
             self.stop_awaiting(&key)?;
         }
-        self.store
+        let previous = self
+            .store
             .batches
-            .insert(key, encode(&record)?)
-            .context("storing a batch marker")?;
+            .get(&key)
+            .context("reading a batch")?
+            .map(|stored| decode::<BatchRecord>(&stored, "batch"))
+            .transpose()?
+            .and_then(|previous| previous.marker.map(|m| m.status));
+        if previous == Some(decision.status()) {
+            // A redelivered marker: same status, no new event.
+            self.store
+                .batches
+                .insert(key, encode(&record)?)
+                .context("storing a batch marker")?;
+        } else {
+            let event = super::events::StoredBatchEvent {
+                job_id: job.clone(),
+                batch_id: marker.batch_id,
+                record: record.clone(),
+            };
+            let id = self
+                .store
+                .record_final_batch(&key, &encode(&record)?, &event)?;
+            self.new_events.push((id, event));
+        }
         let failure = match decision {
             Promotion::Promote => {
                 self.index_batch(job, marker.batch_id)?;

@@ -14,8 +14,10 @@
 //!   their articles (few; read at start-up instead of scanning every batch).
 //! - `pruning`: `job\0batch(16)` → (), batches retention is deleting: written and flushed
 //!   before the first deletion, removed after the last is flushed, finished at start-up.
+//! - `batch_events`: `event id(16)` → a batch that reached a final status, for SSE replay.
 //!
 //! # Layout
+//! - [`events`]: the time-ordered batch events behind SSE's `Last-Event-ID` replay.
 //! - [`durability`]: the one flusher thread (group commit for every writer) and the stall watch.
 //! - [`parse`]: stream messages understood, or poison.
 //! - [`ingest`]: the writer of stream data: batches, markers, promotion, late articles.
@@ -27,6 +29,7 @@
 //! - `records`: the stored records.
 
 pub mod durability;
+pub mod events;
 mod feed;
 pub mod ingest;
 mod jobs;
@@ -70,6 +73,8 @@ pub struct Store {
     dead_letters: sled::Tree,
     awaiting: sled::Tree,
     pruning: sled::Tree,
+    batch_events: sled::Tree,
+    event_clock: events::EventClock,
     job_lock: Arc<std::sync::Mutex<()>>,
     flusher: durability::Flusher,
     watch: Arc<StallWatch>,
@@ -100,7 +105,10 @@ impl Store {
             db.open_tree(name)
                 .with_context(|| format!("opening the sled tree {name}"))
         };
+        let batch_events = tree("batch_events")?;
         Ok(Self {
+            event_clock: Self::event_clock_from(&batch_events)?,
+            batch_events,
             jobs: tree("jobs")?,
             job_status: tree("job_status")?,
             batches: tree("batches")?,
@@ -145,6 +153,7 @@ impl Store {
             &self.dead_letters,
             &self.awaiting,
             &self.pruning,
+            &self.batch_events,
         ] {
             tree.clear().context("clearing a sled tree for a rebuild")?;
         }

@@ -120,6 +120,8 @@ impl Ingest {
                 .remove(key.context("listing a job's batches awaiting articles")?)
                 .context("deleting a batch awaiting articles")?;
         }
+        self.store.forget_batch_events(job)?;
+        self.new_events.retain(|(_, event)| &event.job_id != job);
         self.store
             .job_status
             .remove(job.as_str())

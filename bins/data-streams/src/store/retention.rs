@@ -249,10 +249,15 @@ impl Ingest {
             }
             if !record.abandoned {
                 record.abandoned = true;
-                self.store
-                    .batches
-                    .insert(&key, encode(&record)?)
-                    .context("recording an abandoned batch")?;
+                let event = super::events::StoredBatchEvent {
+                    job_id: job.clone(),
+                    batch_id: batch,
+                    record: record.clone(),
+                };
+                let id = self
+                    .store
+                    .record_final_batch(&key, &encode(&record)?, &event)?;
+                self.new_events.push((id, event));
                 tracing::warn!(%job, %batch, "no marker came for a batch; abandoned it and deleted its articles");
             } else if !deleted {
                 continue;
