@@ -17,6 +17,14 @@ fn batch_events(events: &[SseEvent]) -> Vec<&SseEvent> {
     events.iter().filter(|e| e.event == "batch").collect()
 }
 
+/// The id of the batch a batch event carries.
+fn batch_id_of(event: &SseEvent) -> String {
+    event.data["batch"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The job's batches in a final status, by id. A markerless batch of a stopped job reads as
 /// abandoned at once, but only the writer's sweep records that (with its event) later, so
 /// those are left out.
@@ -95,12 +103,7 @@ async fn every_batch_that_reaches_a_final_status_is_one_batch_event_and_jobs_sen
             let ids: BTreeSet<_> = batch_events(&seen)
                 .into_iter()
                 .chain(batch_events(more))
-                .map(|e| {
-                    e.data["batch"]["id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
-                })
+                .map(batch_id_of)
                 .collect();
             settled.keys().all(|id| ids.contains(id))
         })
@@ -145,15 +148,7 @@ async fn every_batch_that_reaches_a_final_status_is_one_batch_event_and_jobs_sen
             batch_events(seen).len() >= settled.len()
         })
         .await;
-    let own_ids: BTreeSet<_> = batch_events(&own)
-        .into_iter()
-        .map(|e| {
-            e.data["batch"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let own_ids: BTreeSet<_> = batch_events(&own).into_iter().map(batch_id_of).collect();
     assert_eq!(own_ids, settled.keys().cloned().collect());
 
     let (status, _) = api.delete("/jobs/often").await;
@@ -208,15 +203,7 @@ async fn a_client_resuming_with_last_event_id_across_a_restart_misses_nothing_an
     let settled = stop_and_settle(&api, "resume").await;
     let rest = resumed
         .collect_until(WITHIN, "every final batch after the resume point", |seen| {
-            let ids: BTreeSet<_> = batch_events(seen)
-                .into_iter()
-                .map(|e| {
-                    e.data["batch"]["id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned()
-                })
-                .collect();
+            let ids: BTreeSet<_> = batch_events(seen).into_iter().map(batch_id_of).collect();
             settled
                 .keys()
                 .filter(|id| !first.iter().any(|e| &e.data["batch"]["id"] == *id))
@@ -226,15 +213,7 @@ async fn a_client_resuming_with_last_event_id_across_a_restart_misses_nothing_an
     let mut all: Vec<&SseEvent> = first.iter().collect();
     all.extend(batch_events(&rest));
     assert_sorted_unique(&all);
-    let ids: Vec<String> = all
-        .iter()
-        .map(|e| {
-            e.data["batch"]["id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .collect();
+    let ids: Vec<String> = all.iter().map(|e| batch_id_of(e)).collect();
     let unique: BTreeSet<_> = ids.iter().cloned().collect();
     assert_eq!(ids.len(), unique.len(), "no batch event twice: {ids:?}");
     assert_eq!(
