@@ -61,7 +61,16 @@ async fn stop_and_settle(api: &Api, job: &str) -> BTreeMap<String, String> {
     final_batches(api, job).await
 }
 
+/// A batch event's id is its batch's id; one job's runs follow each other, so its batch
+/// events' ids sort in time, each once.
 fn assert_sorted_unique(events: &[&SseEvent]) {
+    for event in events {
+        assert_eq!(
+            event.id,
+            batch_id_of(event),
+            "a batch event's id is its batch id"
+        );
+    }
     for pair in events.windows(2) {
         assert!(
             pair[0].id < pair[1].id,

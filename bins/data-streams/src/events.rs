@@ -38,8 +38,11 @@ impl Kind {
 /// One event, rendered once for every client.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// Sorts in time.
+    /// Its place in the stream: sorts in the order events are made.
     pub id: EventId,
+    /// The SSE `id:` clients see and send back: a batch event's batch id; a job event's own
+    /// ULID, made when it is published.
+    pub wire_id: String,
     /// Batch or job.
     pub kind: Kind,
     /// The job it is about.
@@ -61,6 +64,7 @@ impl Event {
         let data = serde_json::json!({ "job_id": stored.job_id, "batch": batch }).to_string();
         Self {
             id,
+            wire_id: stored.batch_id.to_string(),
             kind: Kind::Batch,
             job: stored.job_id.clone(),
             data,
@@ -128,8 +132,10 @@ pub fn job_changed(shared: &Shared, job: &JobId) {
             return;
         }
     };
+    let id = shared.store.next_event_id();
     shared.events.publish(Event {
-        id: shared.store.next_event_id(),
+        id,
+        wire_id: ulid::Ulid::from_parts(id.ms(), rand::random()).to_string(),
         kind: Kind::Job,
         job: job.clone(),
         data,

@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
-use newsflow_core::JobId;
+use newsflow_core::{BatchId, JobId};
 use tokio::sync::{broadcast, OwnedSemaphorePermit};
 
 use super::error::{AppError, ErrorBody};
@@ -66,18 +66,7 @@ pub async fn of_job(
 fn open(state: &AppState, headers: &HeaderMap, job: Option<JobId>) -> Result<Response, AppError> {
     let last = match headers.get("last-event-id") {
         None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(EventId::parse)
-                .ok_or_else(|| AppError::BadRequest {
-                    code: "bad_last_event_id",
-                    message:
-                        "Last-Event-ID must be the id of an event this server sent (32 hex digits)"
-                            .to_owned(),
-                })?,
-        ),
+        Some(value) => Some(resume_point(state, value.to_str().unwrap_or_default())?),
     };
     let shared = state.shared.clone();
     let permit = shared
@@ -98,7 +87,7 @@ fn open(state: &AppState, headers: &HeaderMap, job: Option<JobId>) -> Result<Res
         .map(|event| {
             Ok::<_, std::convert::Infallible>(
                 SseEvent::default()
-                    .id(event.id.to_string())
+                    .id(event.wire_id.as_str())
                     .event(event.kind.name())
                     .data(&event.data),
             )
@@ -106,6 +95,29 @@ fn open(state: &AppState, headers: &HeaderMap, job: Option<JobId>) -> Result<Res
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
+}
+
+/// Where a stream resumes, from the `Last-Event-ID` a client sent back: after a batch event's
+/// batch id, at that event's place in the index; after a job event's ULID (or a batch the index
+/// no longer holds), after the millisecond it names, so nothing is missed (a batch event of
+/// that very millisecond may come again); the 32-hex ids of earlier versions are positions.
+fn resume_point(state: &AppState, text: &str) -> Result<EventId, AppError> {
+    if let Some(position) = EventId::parse(text) {
+        return Ok(position);
+    }
+    let bad = || {
+        AppError::BadRequest {
+        code: "bad_last_event_id",
+        message: "Last-Event-ID must be the id of an event this server sent (a batch id or a job event's ULID)".to_owned(),
+    }
+    };
+    let ulid = ulid::Ulid::from_string(text).map_err(|_| bad())?;
+    if let Ok(batch) = BatchId::parse(text) {
+        if let Some(position) = state.shared.store.batch_event_position(batch)? {
+            return Ok(position);
+        }
+    }
+    Ok(EventId::before(ulid.timestamp_ms()))
 }
 
 /// An open stream: holds its slot and counts in the gauge until dropped.
@@ -282,6 +294,7 @@ mod tests {
         for _ in 0..crate::events::CHANNEL + 10 {
             shared.events.publish(Event {
                 id: shared.store.next_event_id(),
+                wire_id: String::new(),
                 kind: Kind::Job,
                 job: job.clone(),
                 data: "{}".to_owned(),

@@ -56,6 +56,12 @@ impl EventId {
         })
     }
 
+    /// The first possible id of millisecond `ms`: resuming "after" it replays everything made
+    /// in that millisecond or later.
+    pub fn before(ms: u64) -> Self {
+        Self { ms, n: 0 }
+    }
+
     /// The millisecond it was made.
     pub fn ms(self) -> u64 {
         self.ms
@@ -177,6 +183,22 @@ impl Store {
         Ok(found)
     }
 
+    /// Where `batch`'s event sits in the index: the position a client whose last event was that
+    /// batch's resumes after. A batch's event comes after it started, so the search starts at
+    /// the batch id's time. `None` when the index no longer holds it (pruned).
+    pub fn batch_event_position(&self, batch: BatchId) -> anyhow::Result<Option<EventId>> {
+        let _call = self.watched("find a batch event");
+        let start = EventId::before(batch.timestamp_ms()).to_bytes();
+        for entry in self.batch_events.range::<&[u8], _>(&start[..]..) {
+            let (key, value) = entry.context("reading batch events")?;
+            let event: StoredBatchEvent = decode(&value, "batch event")?;
+            if event.batch_id == batch {
+                return Ok(EventId::from_bytes(&key));
+            }
+        }
+        Ok(None)
+    }
+
     /// Deletes a deleted job's batch events, so a resuming client is never sent a batch of a
     /// job that no longer exists (or of an older job with a reused id). Deletes are rare; this
     /// scans the bounded tree.
@@ -274,6 +296,45 @@ mod tests {
                 .prune_batch_events(now + EVENT_RETENTION_MS + 1)
                 .expect("prunes"),
             1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_finished_after_a_later_started_one_is_found_after_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(dir.path()).expect("the store opens");
+        let mut ingest = Ingest::new(store.clone()).expect("ingest starts");
+        let (slow, quick) = (
+            JobId::parse("slow").expect("valid"),
+            JobId::parse("quick").expect("valid"),
+        );
+        let now = newsflow_core::unix_ms(newsflow_core::now_utc());
+        // `early` started first but finishes second.
+        let early = BatchId::from_parts(now - 5_000, 1);
+        let late = BatchId::from_parts(now - 1_000, 2);
+        apply(&mut ingest, article_message(&quick, late, 0));
+        apply(&mut ingest, marker_message(&quick, late, 1));
+        apply(&mut ingest, article_message(&slow, early, 0));
+        apply(&mut ingest, marker_message(&slow, early, 1));
+
+        let after_late = store
+            .batch_event_position(late)
+            .expect("reads")
+            .expect("indexed");
+        let replayed = store
+            .batch_events_after(after_late, None, 100)
+            .expect("reads");
+
+        assert_eq!(
+            replayed.iter().map(|(_, e)| e.batch_id).collect::<Vec<_>>(),
+            [early],
+            "resuming after the later-started batch still replays the one that finished after it"
+        );
+        assert_eq!(
+            store
+                .batch_event_position(BatchId::from_parts(now, 9))
+                .expect("reads"),
+            None
         );
     }
 
