@@ -177,11 +177,12 @@ async fn a_client_resuming_with_last_event_id_across_a_restart_misses_nothing_an
 ) {
     let mut system = System::builder().workers(1).start().await;
     let api = system.api();
+    // Open before the job exists, so the client sees its every batch until it leaves.
+    let mut stream = sse::open(&api, "/events", None).await.expect("opens");
     api.create_job_ok(
         &json!({"id":"resume","params":{"q":"bitcoin"},"interval_secs":1,"page_size":5}),
     )
     .await;
-    let mut stream = sse::open(&api, "/events", None).await.expect("opens");
     let first = stream
         .collect_until(WITHIN, "a first batch event", |seen| {
             !batch_events(seen).is_empty()
