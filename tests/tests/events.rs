@@ -61,6 +61,22 @@ async fn stop_and_settle(api: &Api, job: &str) -> BTreeMap<String, String> {
     final_batches(api, job).await
 }
 
+/// A client that asks `addr` for `/events` with a small receive buffer and never reads a byte
+/// of the answer.
+async fn never_reading_client(addr: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(1024).expect("a small buffer");
+    let mut stream = socket
+        .connect(addr.parse().expect("an address"))
+        .await
+        .expect("connects");
+    stream
+        .write_all(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("sends");
+    stream
+}
+
 /// A batch event's id is its batch's id; one job's runs follow each other, so its batch
 /// events' ids sort in time, each once.
 fn assert_sorted_unique(events: &[&SseEvent]) {
@@ -245,17 +261,7 @@ async fn a_client_that_never_reads_slows_neither_ingest_nor_other_clients() {
     // Clients that send a request and never read a byte of the answer.
     let mut stalled = Vec::new();
     for _ in 0..5 {
-        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-        socket.set_recv_buffer_size(1024).expect("a small buffer");
-        let mut stream = socket
-            .connect(addr.parse().expect("an address"))
-            .await
-            .expect("connects");
-        stream
-            .write_all(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
-            .await
-            .expect("sends");
-        stalled.push(stream);
+        stalled.push(never_reading_client(&addr).await);
     }
     let mut reader = sse::open(&api, "/events", None).await.expect("opens");
     api.create_job_ok(
@@ -342,18 +348,8 @@ async fn measure_ingest_with_and_without_idle_and_stalled_sse_clients() {
             for _ in 0..idle {
                 streams.push(sse::open(&api, "/events", None).await.expect("opens"));
             }
-            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-            socket.set_recv_buffer_size(1024).expect("a small buffer");
             let addr = system.data_streams().http_addr();
-            let mut stream = socket
-                .connect(addr.parse().expect("an address"))
-                .await
-                .expect("connects");
-            stream
-                .write_all(b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n")
-                .await
-                .expect("sends");
-            stalled = Some(stream);
+            stalled = Some(never_reading_client(&addr).await);
         }
         let bus = system.bus().await;
         let before = api.counter("newsflow_batches_promoted_total").await;

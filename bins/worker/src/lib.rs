@@ -234,6 +234,14 @@ async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()
     served.context("serving commands")
 }
 
+/// How start-up retries what JetStream must provide (it may still be starting).
+fn provisioning() -> RetryPolicy {
+    RetryPolicy::new(Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+    ))
+}
+
 /// Opens the budget bucket (when a budget is set and there is a key) and the plans bucket,
 /// retrying with backoff; `None` when shutdown came first.
 async fn open_buckets(
@@ -241,10 +249,7 @@ async fn open_buckets(
     config: &Config,
     shutdown: &CancellationToken,
 ) -> Option<(Option<budget::Budget>, jetstream::kv::Store)> {
-    let policy = RetryPolicy::new(Backoff::new(
-        Duration::from_millis(500),
-        Duration::from_secs(10),
-    ));
+    let policy = provisioning();
     let replicas = config.stream.replicas;
     let budget = match (&config.newsapi_key, config.budget) {
         (Some(key), Some(settings)) => {
@@ -287,10 +292,7 @@ async fn provision_stream(
     settings: &StreamSettings,
     shutdown: &CancellationToken,
 ) -> bool {
-    let policy = RetryPolicy::new(Backoff::new(
-        Duration::from_millis(500),
-        Duration::from_secs(10),
-    ));
+    let policy = provisioning();
     let provisioned = retry(
         &policy,
         shutdown,
@@ -312,10 +314,7 @@ async fn provision_memory(
     replicas: usize,
     shutdown: &CancellationToken,
 ) -> Option<dedupe::MemoryBucket> {
-    let policy = RetryPolicy::new(Backoff::new(
-        Duration::from_millis(500),
-        Duration::from_secs(10),
-    ));
+    let policy = provisioning();
     retry(
         &policy,
         shutdown,
