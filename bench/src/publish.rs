@@ -76,7 +76,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     });
     for i in 0..sizes.publish_jobs {
         let spec = job_spec(&format!("pub-{i:03}"), &format!("topic{i}"), 1, 10, 100)?;
-        send_start(&client, &StartJob { job: spec }, Duration::from_secs(5))
+        send_start(&client, &StartJob::now(spec), Duration::from_secs(5))
             .await
             .with_context(|| format!("starting job pub-{i:03}"))?;
     }

@@ -106,16 +106,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
             )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut acks =
-        futures::stream::iter(
-            specs.into_iter().map(|spec| {
-                let client = client.clone();
-                async move {
-                    send_start(&client, &StartJob { job: spec }, Duration::from_secs(30)).await
-                }
-            }),
-        )
-        .buffer_unordered(STARTS_IN_FLIGHT);
+    let mut acks = futures::stream::iter(specs.into_iter().map(|spec| {
+        let client = client.clone();
+        async move { send_start(&client, &StartJob::now(spec), Duration::from_secs(30)).await }
+    }))
+    .buffer_unordered(STARTS_IN_FLIGHT);
     while let Some(ack) = acks.next().await {
         ack.context("a start command")?;
     }

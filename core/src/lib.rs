@@ -23,6 +23,7 @@ pub mod article;
 pub mod batch;
 pub mod budget;
 pub mod cursor;
+pub mod digest;
 pub mod error;
 pub mod ids;
 pub mod job;

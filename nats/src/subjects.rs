@@ -24,6 +24,17 @@ pub const JOB_SPEC_HEADER: &str = "Newsflow-Job-Spec";
 /// Optional header naming the publishing worker.
 pub const WORKER_HEADER: &str = "Newsflow-Worker";
 
+/// `news.ctl.worker.<worker_id>.start`: a start for one worker, so data-streams can place
+/// jobs evenly rather than leave it to the queue group's random pick.
+pub fn start_on(worker: &WorkerId) -> String {
+    format!("news.ctl.worker.{worker}.start")
+}
+
+/// `news.ctl.worker.<worker_id>.jobs`: pages of the jobs one worker runs.
+pub fn worker_jobs(worker: &WorkerId) -> String {
+    format!("news.ctl.worker.{worker}.jobs")
+}
+
 /// `news.ctl.worker.<worker_id>.stop`.
 pub fn stop(worker: &WorkerId) -> String {
     format!("news.ctl.worker.{worker}.stop")

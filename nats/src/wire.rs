@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use newsflow_core::digest::{DigestHash, JobSetDigest};
 use newsflow_core::{ErrorInfo, JobId, JobSpec};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -72,12 +73,30 @@ impl std::str::FromStr for WorkerId {
     }
 }
 
-/// `news.ctl.start`: run this job on its interval.
+/// `news.ctl.start` or `news.ctl.worker.<id>.start`: run this job on its interval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartJob {
     /// The whole job, re-validated by the worker.
     pub job: JobSpec,
+    /// The first run is not made before this time (absent: at once). Sent when a job moves
+    /// between workers, so the move does not add a run to its schedule.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "newsflow_core::rfc3339::option"
+    )]
+    pub not_before: Option<OffsetDateTime>,
+}
+
+impl StartJob {
+    /// Start `job` with its first run at once.
+    pub fn now(job: JobSpec) -> Self {
+        Self {
+            job,
+            not_before: None,
+        }
+    }
 }
 
 /// `news.ctl.worker.<id>.stop`: stop running this job.
@@ -157,16 +176,106 @@ impl From<Ack> for RawAck {
     }
 }
 
-/// `news.ctl.heartbeat`: which jobs a worker runs now.
+/// A worker running at most this many jobs lists them all in its heartbeats; above it, a
+/// heartbeat carries only the count and digest (20,000 ids would be about 600 KB).
+pub const HEARTBEAT_LIST_MAX: usize = 1000;
+
+/// `news.ctl.heartbeat`: which jobs a worker runs now, as a digest of the set (always, from
+/// this version on) and the sorted list itself when it holds at most [`HEARTBEAT_LIST_MAX`].
+/// A heartbeat from an older worker has only the list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// The worker.
     pub worker_id: WorkerId,
-    /// The jobs it runs.
-    pub jobs: Vec<JobId>,
+    /// The jobs it runs, sorted, when there are few enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<Vec<JobId>>,
+    /// How many jobs it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// The [`JobSetDigest`] of the jobs it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestHash>,
     /// When it said so.
     #[serde(with = "newsflow_core::rfc3339")]
     pub at: OffsetDateTime,
+}
+
+impl Heartbeat {
+    /// The heartbeat of a worker running `jobs` (sorted, without repeats) whose digest is
+    /// `digest`: the list goes along when it is short enough.
+    pub fn new(
+        worker_id: WorkerId,
+        jobs: impl FnOnce() -> Vec<JobId>,
+        digest: JobSetDigest,
+        at: OffsetDateTime,
+    ) -> Self {
+        let listed = usize::try_from(digest.count()).is_ok_and(|n| n <= HEARTBEAT_LIST_MAX);
+        Self {
+            worker_id,
+            jobs: listed.then(jobs),
+            count: Some(digest.count()),
+            digest: Some(digest.wire_hash()),
+            at,
+        }
+    }
+
+    /// The digest of the jobs the worker runs: as sent, or computed from the list of an older
+    /// worker. An error when the heartbeat carries neither, or a list that disagrees with its
+    /// own digest.
+    pub fn job_set(&self) -> Result<JobSetDigest, PayloadError> {
+        let sent = match (self.digest, self.count) {
+            (Some(hash), Some(count)) => Some(JobSetDigest::from_parts(hash.0, count)),
+            (None, None) => None,
+            _ => {
+                return Err(PayloadError::Invalid(
+                    "a heartbeat carries both digest and count, or neither".to_owned(),
+                ))
+            }
+        };
+        match (&self.jobs, sent) {
+            (Some(jobs), Some(sent)) => {
+                let listed = JobSetDigest::of(jobs);
+                if listed == sent {
+                    Ok(sent)
+                } else {
+                    Err(PayloadError::Invalid(format!(
+                        "the heartbeat's list has digest {listed}, but it says {sent}"
+                    )))
+                }
+            }
+            (Some(jobs), None) => Ok(JobSetDigest::of(jobs)),
+            (None, Some(sent)) => Ok(sent),
+            (None, None) => Err(PayloadError::Invalid(
+                "a heartbeat carries its jobs, its digest, or both".to_owned(),
+            )),
+        }
+    }
+}
+
+/// `news.ctl.worker.<id>.jobs`: a page of the sorted ids of the jobs a worker runs, asked for
+/// when its heartbeat's digest disagrees with what data-streams recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListJobs {
+    /// Only ids after this one; absent: from the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<JobId>,
+    /// At most this many ids, 1 to [`LIST_JOBS_MAX`].
+    pub limit: u32,
+}
+
+/// The most ids one [`JobsPage`] holds (about 650 KB of JSON at the longest ids).
+pub const LIST_JOBS_MAX: u32 = 10_000;
+
+/// The reply to [`ListJobs`] (or an `ok:false` [`Ack`] when the request was invalid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsPage {
+    /// Sorted ids, after `after`.
+    pub jobs: Vec<JobId>,
+    /// The `after` of the next page; `None` on the last.
+    pub next: Option<JobId>,
 }
 
 /// What a worker says about a job it runs, after each run: kept in the plans bucket under the

@@ -226,7 +226,7 @@ impl Control {
         };
         let acked = match command::send_start(
             client,
-            &StartJob { job: record.spec },
+            &StartJob::now(record.spec),
             self.settings.command_timeout,
         )
         .await
@@ -318,11 +318,13 @@ impl Control {
     fn on_heartbeat(self: &Arc<Self>, shared: &Arc<Shared>, heartbeat: Heartbeat) {
         let now = self.tick();
         let worker = heartbeat.worker_id;
+        // A heartbeat without its list (a worker with many jobs) is handled from its digest.
+        let jobs = heartbeat.jobs.unwrap_or_default();
         self.workers()
             .entry(worker.clone())
             .or_insert_with(|| WorkerView::new(now))
-            .heartbeat(now, heartbeat.jobs.iter().cloned());
-        for job in heartbeat.jobs {
+            .heartbeat(now, jobs.iter().cloned());
+        for job in jobs {
             let record = match shared.store.job(&job) {
                 Ok(record) => record,
                 Err(error) => {

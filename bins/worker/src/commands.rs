@@ -112,7 +112,7 @@ pub fn start_job(registry: &Registry, worker_id: &WorkerId, payload: &[u8]) -> A
             tracing::warn!(code = %info.code, %error, "refused a start command");
             Ack::Err(info)
         }
-        Ok(StartJob { job }) => {
+        Ok(StartJob { job, .. }) => {
             let job_id = job.id().clone();
             match registry.start(job) {
                 Started::New => tracing::info!(job = %job_id, "job started"),

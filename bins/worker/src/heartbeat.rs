@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use newsflow_core::digest::JobSetDigest;
 use newsflow_core::{now_utc, JobId};
 use newsflow_nats::async_nats::Client;
 use newsflow_nats::subjects;
@@ -17,11 +18,9 @@ use crate::jobs::Registry;
 /// The heartbeat payload: `{worker_id, jobs, at}` with the jobs sorted.
 pub fn payload(worker_id: &WorkerId, mut jobs: Vec<JobId>) -> Result<Bytes, serde_json::Error> {
     jobs.sort_unstable();
-    let heartbeat = Heartbeat {
-        worker_id: worker_id.clone(),
-        jobs,
-        at: now_utc(),
-    };
+    jobs.dedup();
+    let digest = JobSetDigest::of(&jobs);
+    let heartbeat = Heartbeat::new(worker_id.clone(), || jobs, digest, now_utc());
     serde_json::to_vec(&heartbeat).map(Bytes::from)
 }
 

@@ -194,7 +194,7 @@ impl HeartbeatLog {
     pub fn double_ownership(&self, job: &str, since: Instant, live: Duration) -> Option<String> {
         let mut latest: BTreeMap<String, (Instant, bool)> = BTreeMap::new();
         for (at, beat) in self.since(since) {
-            let lists = beat.jobs.iter().any(|j| j.as_str() == job);
+            let lists = beat.jobs.iter().flatten().any(|j| j.as_str() == job);
             latest.insert(beat.worker_id.to_string(), (at, lists));
             let owners: Vec<&String> = latest
                 .iter()
@@ -213,7 +213,7 @@ impl HeartbeatLog {
         let mut workers: Vec<String> = self
             .since(since)
             .into_iter()
-            .filter(|(_, beat)| beat.jobs.iter().any(|j| j.as_str() == job))
+            .filter(|(_, beat)| beat.jobs.iter().flatten().any(|j| j.as_str() == job))
             .map(|(_, beat)| beat.worker_id.to_string())
             .collect();
         workers.sort();

@@ -40,7 +40,10 @@ async fn a_worker_killed_mid_batch_leaves_no_visible_partial_batch_and_its_job_m
             Duration::from_secs(10),
             "the survivor to announce the job",
             killed_at,
-            |b| b.worker_id.as_str() == survivor && b.jobs.iter().any(|j| j.as_str() == "crash"),
+            |b| {
+                b.worker_id.as_str() == survivor
+                    && b.jobs.iter().flatten().any(|j| j.as_str() == "crash")
+            },
         )
         .await;
     let next = api
@@ -104,7 +107,9 @@ async fn a_stale_owner_resumed_after_its_job_moved_is_told_to_stop_and_publishes
     let resumed_at = Instant::now();
     system.worker(&stale).signal("CONT");
 
-    let lists = |b: &newsflow_nats::wire::Heartbeat| b.jobs.iter().any(|j| j.as_str() == "fenced");
+    let lists = |b: &newsflow_nats::wire::Heartbeat| {
+        b.jobs.iter().flatten().any(|j| j.as_str() == "fenced")
+    };
     heartbeats
         .wait_for(
             Duration::from_secs(10),

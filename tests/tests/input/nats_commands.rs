@@ -135,7 +135,7 @@ async fn garbage_commands_get_error_replies_and_the_worker_keeps_serving() {
             true
         })
         .await;
-    assert!(beat.jobs.is_empty(), "no garbage started a job: {beat:?}");
+    assert!(beat.count == Some(0), "no garbage started a job: {beat:?}");
     let reply = bus
         .request_json("news.ctl.start", &start_payload("after"), within)
         .await;
