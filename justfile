@@ -26,6 +26,15 @@ down:
 logs:
     tail -n 20 -F "${UP_DATA_DIR:-./data}"/logs/*.log
 
+# Start a 3-node nats-server cluster, a worker on each node and two data-streams in the background (./data-cluster; see scripts/cluster-up.sh).
+cluster-up:
+    cargo build --release -p data-streams -p worker -p newsapi-mock
+    bash scripts/cluster-up.sh
+
+# Stop what `just cluster-up` started, newest first (data kept in ./data-cluster).
+cluster-down:
+    UP_DATA_DIR="${CLUSTER_DATA_DIR:-./data-cluster}" bash scripts/down.sh
+
 # Jobs, workers, consumer lag and budget on one screen.
 status:
     bash scripts/status.sh

@@ -20,9 +20,17 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// Connects to `url`.
+    /// Connects to `url`, or to any of several comma-separated URLs (a cluster), failing over.
     pub async fn connect(url: &str) -> Self {
-        let client = async_nats::connect(url)
+        let servers: Vec<async_nats::ServerAddr> = url
+            .split(',')
+            .map(|one| {
+                one.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("NATS URL {one:?}: {e}"))
+            })
+            .collect();
+        let client = async_nats::connect(servers)
             .await
             .unwrap_or_else(|e| panic!("connecting to NATS at {url}: {e}"));
         let js = jetstream::new(client.clone());

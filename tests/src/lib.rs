@@ -19,6 +19,7 @@
 //! - [`scratch`]: a test's temporary directory, kept when the test fails.
 //! - [`process`]: `Proc`, a spawned program with log files, a ready line, SIGTERM and SIGKILL.
 //! - [`nats_server`]: `NatsServer`, a JetStream broker on a free port that can be restarted.
+//! - [`nats_cluster`]: `NatsCluster`, three routed JetStream nodes on loopback.
 //! - [`system`]: `System`, the whole newsflow with fast timings and restart helpers.
 //! - [`api`]: `Api`, the data-streams HTTP client with typed helpers and cursor paging.
 //! - [`mock`]: `MockClient`, direct NewsAPI requests to the mock and its control API.
@@ -35,6 +36,7 @@ pub mod contract;
 pub mod faults_support;
 pub mod hostile;
 pub mod mock;
+pub mod nats_cluster;
 pub mod nats_server;
 pub mod poll;
 pub mod process;
@@ -46,6 +48,7 @@ pub mod tls;
 pub use api::Api;
 pub use bus::{Bus, Heartbeats};
 pub use mock::MockClient;
+pub use nats_cluster::NatsCluster;
 pub use nats_server::NatsServer;
 pub use poll::{hold_for, poll_until, wait_for};
 pub use process::{Proc, Spec};

@@ -9,6 +9,7 @@ use crate::api::Api;
 use crate::bins::{program_spec, Program};
 use crate::bus::Bus;
 use crate::mock::{MockClient, DEMO_KEY};
+use crate::nats_cluster::NatsCluster;
 use crate::nats_server::NatsServer;
 use crate::process::{Proc, Spec};
 use crate::scratch::Scratch;
@@ -39,6 +40,7 @@ pub struct SystemBuilder {
     worker_args: Vec<String>,
     api_token: Option<String>,
     nats_config: Option<String>,
+    cluster: bool,
 }
 
 impl SystemBuilder {
@@ -94,6 +96,16 @@ impl SystemBuilder {
         self
     }
 
+    /// Runs on a 3-node nats-server cluster instead of one server: every program is given all
+    /// three URLs and `--stream-replicas 3`.
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
+        for args in [&mut self.ds_args, &mut self.worker_args] {
+            args.extend(["--stream-replicas".to_owned(), "3".to_owned()]);
+        }
+        self
+    }
+
     /// Starts everything and waits until each part is ready.
     pub async fn start(self) -> System {
         let label = self.label.clone().unwrap_or_else(|| {
@@ -103,9 +115,13 @@ impl SystemBuilder {
                 .unwrap_or_else(|| "system".to_owned())
         });
         let dir = Scratch::new(&label);
-        let nats = match &self.nats_config {
-            Some(config) => NatsServer::with_config(dir.path(), config).await,
-            None => NatsServer::start_in(dir.path()).await,
+        let (nats, cluster) = match (&self.nats_config, self.cluster) {
+            (_, true) => (None, Some(NatsCluster::start_in(dir.path()).await)),
+            (Some(config), false) => (
+                Some(NatsServer::with_config(dir.path(), config).await),
+                None,
+            ),
+            (None, false) => (Some(NatsServer::start_in(dir.path()).await), None),
         };
         let data_dir = dir.subdir("data-streams");
         let mut system = System {
@@ -113,7 +129,8 @@ impl SystemBuilder {
             data_streams: None,
             mock: None,
             retired: Vec::new(),
-            nats: Some(nats),
+            nats,
+            cluster,
             mock_addr: "127.0.0.1:0".to_owned(),
             data_dir,
             builder: self,
@@ -146,6 +163,7 @@ pub struct System {
     mock: Option<Proc>,
     retired: Vec<Proc>,
     nats: Option<NatsServer>,
+    cluster: Option<NatsCluster>,
     mock_addr: String,
     data_dir: PathBuf,
     builder: SystemBuilder,
@@ -172,19 +190,27 @@ impl System {
         &self.data_dir
     }
 
-    /// The broker.
+    /// The broker (of a system started without [`SystemBuilder::cluster`]).
     pub fn nats(&mut self) -> &mut NatsServer {
         self.nats
             .as_mut()
-            .expect("the broker lives as long as the system")
+            .expect("a system on one broker (this one runs on a cluster)")
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// The cluster (of a system started with [`SystemBuilder::cluster`]).
+    pub fn cluster(&mut self) -> &mut NatsCluster {
+        self.cluster
+            .as_mut()
+            .expect("a system on a cluster (this one runs on one broker)")
+    }
+
+    /// `nats://127.0.0.1:<port>`, or every node's URL, comma-separated, on a cluster.
     pub fn nats_url(&self) -> String {
-        self.nats
-            .as_ref()
-            .expect("the broker lives as long as the system")
-            .url()
+        match (&self.nats, &self.cluster) {
+            (_, Some(cluster)) => cluster.urls(),
+            (Some(nats), None) => nats.url(),
+            (None, None) => unreachable!("a system has a broker or a cluster"),
+        }
     }
 
     /// A fresh NATS connection of the test's own.
@@ -428,6 +454,7 @@ impl Drop for System {
         self.mock.take();
         self.retired.clear();
         self.nats.take();
+        self.cluster.take();
         self.dir.take();
     }
 }

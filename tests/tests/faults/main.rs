@@ -4,6 +4,7 @@
 //! acknowledged, then check that every one of those is stored exactly once.
 //!
 //! # Layout
+//! - `cluster`: a 3-node nats-server cluster: a node killed and brought back, a rolling restart.
 //! - `crashes`: a worker killed mid-batch and fenced; data-streams killed mid-ingest.
 //! - `nats_restart`: nats-server restarted mid-stream; data-streams cut off from it.
 //! - `restarts`: data-streams or a worker restarted while the other stays up.
@@ -13,6 +14,7 @@
 //! - `shutdown`: SIGTERM mid-ingest, mid-batch and while nats-server is down.
 //! - `rebuild`: a lost or corrupted store rebuilt from the stream.
 
+mod cluster;
 mod crashes;
 mod nats_restart;
 mod newsapi_faults;
