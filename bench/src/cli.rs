@@ -14,11 +14,19 @@ pub enum Phase {
     Scale,
     /// Figure 7 and the big store's footprint: data-streams restarting on a large store.
     Restart,
+    /// Figure 9: failover on a 3-node nats-server cluster when the stream's leader is killed.
+    Cluster,
 }
 
 impl Phase {
     /// Every phase, in the order a run goes through them.
-    pub const ALL: [Phase; 4] = [Phase::Ingest, Phase::Publish, Phase::Scale, Phase::Restart];
+    pub const ALL: [Phase; 5] = [
+        Phase::Ingest,
+        Phase::Publish,
+        Phase::Scale,
+        Phase::Restart,
+        Phase::Cluster,
+    ];
 
     /// The figures this phase measures (figure 8 gathers rows from several phases).
     pub fn figures(self) -> &'static [u8] {
@@ -27,6 +35,7 @@ impl Phase {
             Phase::Publish => &[1, 2, 8],
             Phase::Scale => &[6],
             Phase::Restart => &[7, 8],
+            Phase::Cluster => &[9],
         }
     }
 }
@@ -93,6 +102,8 @@ pub struct Sizes {
     pub restart_batch_articles: u32,
     /// Idle time before a process's RSS counts as "at rest".
     pub settle: Duration,
+    /// Kills of the cluster's stream leader for figure 9.
+    pub cluster_rounds: usize,
 }
 
 impl Sizes {
@@ -116,6 +127,7 @@ impl Sizes {
             restart_batches: 10,
             restart_batch_articles: 100,
             settle: Duration::from_secs(2),
+            cluster_rounds: 3,
         }
     }
 
@@ -139,6 +151,7 @@ impl Sizes {
             restart_batches: 2,
             restart_batch_articles: 100,
             settle: Duration::from_millis(500),
+            cluster_rounds: 1,
         }
     }
 

@@ -18,6 +18,7 @@
 
 pub mod articles;
 pub mod cli;
+pub mod cluster;
 pub mod http;
 pub mod ingest;
 pub mod jetstream;
@@ -134,6 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     Phase::Publish => publish::run(&ctx).await,
                     Phase::Scale => scale::run(&ctx).await,
                     Phase::Restart => restart::run(&ctx).await,
+                    Phase::Cluster => cluster::run(&ctx).await,
                 }
             }
         });
