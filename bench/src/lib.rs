@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`cli`]: flags, phases, and the sizes of a full and of a quick run.
+//! - [`svg`]: the run as a picture, `report.svg` beside the JSON lines.
 //! - [`report`]: figures, rows, the table, JSON lines, machine information.
 //! - [`stats`]: nearest-rank percentiles of latency samples.
 //! - [`http`]: a minimal keep-alive HTTP/1.1 client, the read load, the in-memory ceiling.
@@ -28,6 +29,7 @@ pub mod report;
 pub mod restart;
 pub mod scale;
 pub mod stats;
+pub mod svg;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -167,6 +169,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let elapsed = started.elapsed().as_secs_f64();
     let table = report.table(&machine, elapsed);
     report.write_json_lines(&out, &machine, elapsed)?;
+    let picture = out.with_file_name("report.svg");
+    std::fs::write(&picture, svg::render(&report.figures(), &machine, elapsed))
+        .with_context(|| format!("writing {}", picture.display()))?;
     if cli.keep || !measured {
         eprintln!("stores and logs kept in {}", dir.display());
     } else {

@@ -66,6 +66,15 @@ fn a_quick_run_prints_and_records_every_figure() {
         );
     }
 
+    let picture = out.with_file_name("report.svg");
+    let svg = std::fs::read_to_string(&picture).expect("the picture was written");
+    assert!(
+        svg.starts_with("<svg")
+            && svg.contains("targets met")
+            && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+
     let lines = std::fs::read_to_string(&out).expect("the JSON lines were written");
     let _ = std::fs::remove_file(&out);
     let figures: Vec<serde_json::Value> = lines
