@@ -33,6 +33,7 @@ use tokio_util::time::delay_queue::{DelayQueue, Key};
 
 use crate::plans::PlanBoard;
 use crate::run::{PageSource, Publisher, RunEnd, RunReport, Runner};
+use packed::PackedSpec;
 
 /// The furthest ahead a first run is put off by `not_before`: the timer holds deadlines up to
 /// about two years out, and a job's own waits are at most a day.
@@ -78,7 +79,7 @@ struct Running {
 
 /// One job: what it is and where its schedule stands.
 struct Entry {
-    spec: JobSpec,
+    spec: PackedSpec,
     /// When its next run is (or its run in hand was) due.
     due: Instant,
     last_start: Option<Instant>,
@@ -149,7 +150,9 @@ impl Registry {
             ..
         } = &mut *state;
         let now = Instant::now();
-        if let Some(entry) = jobs.get_mut(spec.id()) {
+        let id = spec.id().clone();
+        let spec = PackedSpec::pack(&spec);
+        if let Some(entry) = jobs.get_mut(&id) {
             if entry.spec == spec {
                 return Started::Unchanged;
             }
@@ -157,21 +160,20 @@ impl Registry {
             entry.failures_in_a_row = 0;
             match (&entry.key, entry.last_start) {
                 (Some(key), Some(last)) => {
-                    let interval = entry.spec.interval().duration();
+                    let interval = entry.spec.interval();
                     entry.due =
                         Instant::from_std(next_due(last.into_std(), interval, now.into_std()));
                     queue.reset_at(key, entry.due);
                 }
                 _ => entry.respecced = entry.run.is_some(),
             }
-            self.post_plan(entry);
+            self.post_plan(&id, entry);
             return Started::Updated;
         }
         let due = not_before.map_or(now, |at| {
             let wait = Duration::try_from(at - newsflow_core::now_utc()).unwrap_or(Duration::ZERO);
             now + wait.min(MAX_NOT_BEFORE)
         });
-        let id = spec.id().clone();
         let entry = Entry {
             spec,
             due,
@@ -183,7 +185,7 @@ impl Registry {
             key: Some(queue.insert_at(id.clone(), due)),
             run: None,
         };
-        self.post_plan(&entry);
+        self.post_plan(&id, &entry);
         digest.insert(&id);
         jobs.insert(id, entry);
         Started::New
@@ -376,15 +378,23 @@ impl Registry {
         job: JobId,
         permit: &mut Option<OwnedSemaphorePermit>,
     ) -> bool {
-        let State { jobs, ending, .. } = state;
-        let Some(entry) = jobs.get_mut(&job) else {
+        let Some(entry) = state.jobs.get_mut(&job) else {
             return false;
         };
         entry.key = None;
-        if ending.contains_key(&job) {
+        if state.ending.contains_key(&job) {
             return false;
         }
         let started = Instant::now();
+        let spec = match entry.spec.unpack() {
+            Ok(spec) => spec,
+            Err(error) => {
+                tracing::error!(job = %job, %error, "the job's packed spec does not parse; its run is skipped");
+                entry.due = started + entry.spec.interval();
+                entry.key = Some(state.queue.insert_at(job, entry.due));
+                return false;
+            }
+        };
         let late = lateness(entry.due.into_std(), started.into_std());
         crate::metrics::global()
             .schedule_lateness
@@ -392,7 +402,7 @@ impl Registry {
         entry.last_start = Some(started);
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
         let cancel = CancellationToken::new();
-        let run = (self.run)(entry.spec.clone(), late, cancel.clone());
+        let run = (self.run)(spec, late, cancel.clone());
         let permit = permit.take();
         let registry = Arc::clone(self);
         let task = self.tracker.spawn(async move {
@@ -424,7 +434,7 @@ impl Registry {
             return;
         }
         entry.run = None;
-        let wait = entry.settle(&report.end);
+        let wait = entry.settle(job, &report.end);
         let now = Instant::now();
         entry.due = Instant::from_std(next_due(started.into_std(), wait, now.into_std()));
         entry.key = Some(queue.insert_at(job.clone(), entry.due));
@@ -436,25 +446,23 @@ impl Registry {
             next_run_in_ms = entry.due.saturating_duration_since(now).as_millis() as u64,
             "next run scheduled"
         );
-        self.post_plan(entry);
+        self.post_plan(job, entry);
     }
 
-    /// Posts `entry`'s plan: its next run, failures in a row and latest skipped run.
-    fn post_plan(&self, entry: &Entry) {
+    /// Posts `job`'s plan: its next run, failures in a row and latest skipped run.
+    fn post_plan(&self, job: &JobId, entry: &Entry) {
         let wait = entry.due.saturating_duration_since(Instant::now());
         let next = newsflow_core::now_utc() + wait;
         let skipped = entry.skipped.as_deref().cloned();
-        self.plans
-            .post(entry.spec.id(), Some(next), entry.runs_failed, skipped);
+        self.plans.post(job, Some(next), entry.runs_failed, skipped);
     }
 }
 
 impl Entry {
     /// Counts how a run ended and returns the wait before the next: one interval after each
     /// run started, longer after failures retrying cannot fix.
-    fn settle(&mut self, end: &RunEnd) -> Duration {
-        let interval = self.spec.interval().duration();
-        let job = self.spec.id();
+    fn settle(&mut self, job: &JobId, end: &RunEnd) -> Duration {
+        let interval = self.spec.interval();
         if matches!(end, RunEnd::Complete) {
             self.runs_failed = 0;
         } else if !matches!(end, RunEnd::Cancelled) {
@@ -491,5 +499,6 @@ impl Entry {
     }
 }
 
+mod packed;
 #[cfg(test)]
 mod tests;
