@@ -89,10 +89,13 @@ pub struct Sizes {
     pub read_duration: Duration,
     /// Connections of the read load.
     pub read_connections: usize,
-    /// Jobs on one worker for figure 6.
-    pub scale_jobs: usize,
-    /// Their interval.
-    pub scale_interval_secs: u64,
+    /// Jobs on one worker for figure 6, one fresh worker per size.
+    pub scale_jobs: Vec<usize>,
+    /// Runs that come due per second among them: each size's interval is its jobs divided by
+    /// this, and their first runs are spread over one interval, so the trickle is steady.
+    pub scale_due_per_sec: u64,
+    /// How long lateness is measured, once every job is started.
+    pub scale_window: Duration,
     /// Jobs of the big store (each `restart_batches` batches of `restart_batch_articles`).
     pub restart_jobs: usize,
     /// Batches per job of the big store.
@@ -121,8 +124,9 @@ impl Sizes {
             latency_batch_articles: 100,
             read_duration: Duration::from_secs(5),
             read_connections: 8,
-            scale_jobs: 10_000,
-            scale_interval_secs: 30,
+            scale_jobs: vec![10_000, 100_000],
+            scale_due_per_sec: 50,
+            scale_window: Duration::from_secs(20),
             restart_jobs: 1000,
             restart_batches: 10,
             restart_batch_articles: 100,
@@ -145,8 +149,9 @@ impl Sizes {
             latency_batch_articles: 100,
             read_duration: Duration::from_secs(1),
             read_connections: 8,
-            scale_jobs: 500,
-            scale_interval_secs: 3,
+            scale_jobs: vec![2000],
+            scale_due_per_sec: 50,
+            scale_window: Duration::from_secs(4),
             restart_jobs: 100,
             restart_batches: 2,
             restart_batch_articles: 100,

@@ -78,6 +78,12 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_concurrent_fetches: u64,
 
+    /// How many job runs may be in hand at the same time on this worker; due jobs beyond it
+    /// wait their turn.
+    #[arg(long, env = "WORKER_MAX_CONCURRENT_RUNS", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_concurrent_runs: u64,
+
     /// Replicas of the `NEWS` stream (1 by default, 3 on a cluster).
     #[arg(long, env = "NEWS_STREAM_REPLICAS", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=5))]
@@ -124,6 +130,8 @@ pub struct Config {
     pub fetch: FetchSettings,
     /// How many jobs may fetch at the same time.
     pub max_concurrent_fetches: usize,
+    /// How many runs may be in hand at the same time.
+    pub max_concurrent_runs: usize,
     /// How the `NEWS` stream is provisioned.
     pub stream: StreamSettings,
     /// How long shutdown waits for running jobs.
@@ -192,6 +200,7 @@ impl TryFrom<Cli> for Config {
                 max_response_bytes: usize::try_from(cli.max_response_bytes).unwrap_or(usize::MAX),
             },
             max_concurrent_fetches: usize::try_from(cli.max_concurrent_fetches).unwrap_or(1),
+            max_concurrent_runs: usize::try_from(cli.max_concurrent_runs).unwrap_or(1),
             stream: StreamSettings {
                 replicas: usize::try_from(cli.stream_replicas).unwrap_or(1),
                 max_age: Duration::from_secs(cli.stream_max_age_secs),
@@ -273,6 +282,7 @@ mod tests {
         assert_eq!(config.fetch.max_retry_after, Duration::from_secs(120));
         assert_eq!(config.fetch.max_response_bytes, 4_194_304);
         assert_eq!(config.max_concurrent_fetches, 16);
+        assert_eq!(config.max_concurrent_runs, 256);
         assert_eq!(config.stream.replicas, 1);
         assert_eq!(config.stream.max_age, Duration::from_secs(604_800));
         assert_eq!(config.stream.duplicate_window, Duration::from_secs(300));

@@ -1,5 +1,7 @@
 //! Heartbeats: which jobs this worker runs, published at once and then every few seconds,
-//! so data-streams can tell live owners from dead ones.
+//! so data-streams can tell live owners from dead ones. Each carries the count and digest of
+//! the job set, kept up to date by the registry; the list itself only while it is short
+//! ([`HEARTBEAT_LIST_MAX`]), so a heartbeat at 100,000 jobs is a few hundred bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,24 +11,36 @@ use newsflow_core::digest::JobSetDigest;
 use newsflow_core::{now_utc, JobId};
 use newsflow_nats::async_nats::Client;
 use newsflow_nats::subjects;
-use newsflow_nats::wire::{Heartbeat, WorkerId};
+use newsflow_nats::wire::{Heartbeat, WorkerId, HEARTBEAT_LIST_MAX};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::Registry;
 
-/// The heartbeat payload: `{worker_id, jobs, at}` with the jobs sorted.
-pub fn payload(worker_id: &WorkerId, mut jobs: Vec<JobId>) -> Result<Bytes, serde_json::Error> {
-    jobs.sort_unstable();
-    jobs.dedup();
-    let digest = JobSetDigest::of(&jobs);
-    let heartbeat = Heartbeat::new(worker_id.clone(), || jobs, digest, now_utc());
+/// The heartbeat payload of a worker whose jobs have `digest`, with their sorted ids when
+/// `listed` (see [`Heartbeat::new`]).
+pub fn payload(
+    worker_id: &WorkerId,
+    digest: JobSetDigest,
+    listed: Option<Vec<JobId>>,
+) -> Result<Bytes, serde_json::Error> {
+    let heartbeat = Heartbeat::new(
+        worker_id.clone(),
+        || listed.unwrap_or_default(),
+        digest,
+        now_utc(),
+    );
     serde_json::to_vec(&heartbeat).map(Bytes::from)
 }
 
 /// Publishes one heartbeat; a failure is logged, never fatal (the next one may pass).
-pub async fn beat(client: &Client, worker_id: &WorkerId, jobs: Vec<JobId>) {
-    match payload(worker_id, jobs) {
+pub async fn beat(
+    client: &Client,
+    worker_id: &WorkerId,
+    digest: JobSetDigest,
+    listed: Option<Vec<JobId>>,
+) {
+    match payload(worker_id, digest, listed) {
         Ok(body) => {
             if let Err(error) = client.publish(subjects::HEARTBEAT, body).await {
                 tracing::warn!(%error, "could not publish a heartbeat");
@@ -52,10 +66,11 @@ pub async fn run(
             () = stop.cancelled() => break,
             _ = ticks.tick() => {}
         }
+        let (digest, listed) = registry.job_set(HEARTBEAT_LIST_MAX);
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            () = beat(&client, &worker_id, registry.job_ids()) => {}
+            () = beat(&client, &worker_id, digest, listed) => {}
         }
     }
 }
@@ -64,17 +79,40 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_heartbeat_names_the_worker_and_its_jobs_sorted() {
-        let worker = WorkerId::parse("w1").expect("valid");
-        let jobs = ["b", "a"].map(|j| JobId::parse(j).expect("valid")).to_vec();
+    fn job(id: &str) -> JobId {
+        JobId::parse(id).expect("valid")
+    }
 
-        let body = payload(&worker, jobs).expect("serializes");
+    #[test]
+    fn a_short_heartbeat_names_the_worker_and_lists_its_jobs() {
+        let worker = WorkerId::parse("w1").expect("valid");
+        let jobs = vec![job("a"), job("b")];
+
+        let body =
+            payload(&worker, JobSetDigest::of(&jobs), Some(jobs.clone())).expect("serializes");
 
         let value: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(value["worker_id"], "w1");
         assert_eq!(value["jobs"], serde_json::json!(["a", "b"]));
+        assert_eq!(value["count"], 2);
         let parsed: Heartbeat = serde_json::from_slice(&body).expect("a Heartbeat");
         assert!(parsed.at <= now_utc());
+        assert_eq!(parsed.job_set().ok(), Some(JobSetDigest::of(&jobs)));
+    }
+
+    #[test]
+    fn a_heartbeat_of_100k_jobs_is_a_few_hundred_bytes() {
+        let worker = WorkerId::parse(&"w".repeat(64)).expect("valid");
+        let mut digest = JobSetDigest::default();
+        for n in 0..100_000 {
+            digest.insert(&job(&format!("job-{n:06}")));
+        }
+
+        let body = payload(&worker, digest, None).expect("serializes");
+
+        assert!(body.len() < 400, "{} bytes", body.len());
+        let parsed: Heartbeat = serde_json::from_slice(&body).expect("a Heartbeat");
+        assert_eq!(parsed.jobs, None);
+        assert_eq!(parsed.job_set().ok(), Some(digest));
     }
 }

@@ -14,10 +14,10 @@
 //! - `pipeline`: what a run does to its articles between fetch and publish (cleaning, the
 //!   job's stages).
 //! - `dedupe`: the dedupe memory, a JetStream key-value bucket keyed by job id.
-//! - `jobs`: the registry of running jobs and each job's scheduling task.
-//! - `commands`: start and stop commands, parsed, acted on and answered.
+//! - `jobs`: the registry of running jobs and the one timer that runs them.
+//! - `commands`: start, stop and list commands, parsed, acted on and answered.
 //! - `service`: the NATS micro service (`$SRV.PING/INFO/STATS`) whose endpoints take them.
-//! - `heartbeat`: the periodic list of jobs this worker runs.
+//! - `heartbeat`: the periodic digest (and, while short, list) of the jobs this worker runs.
 //! - `plans`: each job's next run and failures in a row, written to the plans bucket.
 //! - `metrics`: the Prometheus registry every module records into.
 //! - `ops`: the optional ops address: `/metrics`, `/healthz`, `/readyz`.
@@ -125,7 +125,7 @@ async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()
         tracing::info!("shutdown before the dedupe bucket was provisioned; exiting");
         return Ok(());
     };
-    let (service, start, stop) = service::register(&nats, &worker_id).await?;
+    let (service, endpoints) = service::register(&nats, &worker_id).await?;
     // The subscriptions must be on the server before anyone is told the worker is ready.
     if tokio::time::timeout(STEP_TIMEOUT, nats.flush())
         .await
@@ -155,14 +155,18 @@ async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()
         async move { plans.write_out(plan_store, stop).await }
     });
     let worker_span = tracing::Span::current();
-    let registry = Arc::new(jobs::Registry::new(Arc::new(move |spec, cancel| {
-        // Every line of a job's task names the worker and the job.
-        let job_id = spec.borrow().id().clone();
-        let span = tracing::info_span!(parent: &worker_span, "job", job_id = %job_id);
-        tokio::spawn(
-            jobs::run_job(Arc::clone(&runner), spec, cancel, Arc::clone(&plans)).instrument(span),
-        )
-    })));
+    let runs = jobs::runs_of(runner);
+    let registry = jobs::Registry::new(
+        Arc::new(move |spec, late, cancel| {
+            // Every line of a run names the worker and the job.
+            let span = tracing::info_span!(parent: &worker_span, "job", job_id = %spec.id());
+            Box::pin(runs(spec, late, cancel).instrument(span))
+        }),
+        Arc::clone(&plans),
+        config.max_concurrent_runs,
+    );
+    let scheduler_stop = CancellationToken::new();
+    let scheduler = tokio::spawn(Arc::clone(&registry).drive(scheduler_stop.clone()));
     let _ = health.registry.set(Arc::clone(&registry));
     let heartbeat_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat::run(
@@ -184,7 +188,7 @@ async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()
         stop_grace: config.shutdown_grace,
     };
     health.commands_live.store(true, Ordering::Relaxed);
-    let served = commands.serve(start, stop, &shutdown).await;
+    let served = commands.serve(endpoints, &shutdown).await;
     health.commands_live.store(false, Ordering::Relaxed);
     if let Err(error) = &served {
         tracing::error!(%error, "no longer receiving commands; shutting down");
@@ -196,6 +200,10 @@ async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()
     );
     let stopped = registry.stop_all(config.shutdown_grace).await;
     tracing::info!(jobs = stopped, "shutting down: jobs stopped");
+    scheduler_stop.cancel();
+    if let Err(error) = scheduler.await {
+        tracing::warn!(%error, "the scheduler task failed");
+    }
     heartbeat_stop.cancel();
     if let Err(error) = heartbeat.await {
         tracing::warn!(%error, "the heartbeat task failed");
@@ -207,10 +215,13 @@ async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()
         Err(_) => tracing::warn!("writing the last job plans timed out"),
     }
     // An empty heartbeat lets data-streams hand this worker's jobs to another one at once.
-    if tokio::time::timeout(STEP_TIMEOUT, heartbeat::beat(&nats, &worker_id, Vec::new()))
-        .await
-        .is_err()
-    {
+    let last_beat = heartbeat::beat(
+        &nats,
+        &worker_id,
+        newsflow_core::digest::JobSetDigest::default(),
+        Some(Vec::new()),
+    );
+    if tokio::time::timeout(STEP_TIMEOUT, last_beat).await.is_err() {
         tracing::warn!("the last heartbeat timed out");
     }
     match tokio::time::timeout(STEP_TIMEOUT, service.stop()).await {

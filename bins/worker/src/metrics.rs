@@ -84,7 +84,8 @@ pub struct Metrics {
     /// `newsflow_worker_jobs_owned`: jobs running on this worker (set at each scrape).
     pub jobs_owned: Gauge,
     /// `newsflow_worker_job_failures_in_a_row{job_id}`: runs of a job on this worker that ended
-    /// without a complete batch since its last complete one; gone when the job leaves.
+    /// without a complete batch since its last complete one; absent while 0 and once the job
+    /// leaves.
     pub job_failures_in_a_row: Family<JobLabels, Gauge>,
     /// `newsflow_worker_schedule_lateness_seconds`: how late each run started.
     pub schedule_lateness: Histogram,
@@ -266,16 +267,18 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Counts a run of `job` towards its failures in a row (reset by a complete batch). A
-    /// cancelled run counts neither way.
-    pub fn job_ran(&self, job: &JobId, complete: bool) {
-        let gauge = self.job_failures_in_a_row.get_or_create(&JobLabels {
+    /// Shows `job`'s runs in a row without a complete batch; a job with none has no series,
+    /// so 100,000 healthy jobs cost no memory here.
+    pub fn job_failures(&self, job: &JobId, runs_failed: u32) {
+        let labels = JobLabels {
             job_id: job.as_str().to_owned(),
-        });
-        if complete {
-            gauge.set(0);
+        };
+        if runs_failed == 0 {
+            self.job_failures_in_a_row.remove(&labels);
         } else {
-            gauge.inc();
+            self.job_failures_in_a_row
+                .get_or_create(&labels)
+                .set(i64::from(runs_failed));
         }
     }
 

@@ -73,7 +73,7 @@ pub async fn serve(
 
 async fn metrics_text(State(health): State<Arc<Health>>) -> impl IntoResponse {
     let metrics = global();
-    let owned = health.registry.get().map_or(0, |r| r.job_ids().len());
+    let owned = health.registry.get().map_or(0, |r| r.count());
     metrics::set(&metrics.jobs_owned, owned as u64);
     metrics::set(&metrics.nats_connected, u64::from(health.nats_connected()));
     (

@@ -2,12 +2,12 @@
 //! id in the metadata), so `nats micro ls|info|stats` list the workers and `$SRV.PING`,
 //! `$SRV.INFO` and `$SRV.STATS` are answered.
 //!
-//! Its two endpoints are the contract's command subjects, unchanged: `news.ctl.start` in the
-//! `workers` queue group (one worker takes each start), and this worker's own
-//! `news.ctl.worker.<id>.stop`. A service endpoint always subscribes in a queue group; the
-//! stop endpoint's group is named after the worker, and a worker id is unique per process, so
-//! this group of one receives exactly what the plain subscription did. (Only two processes
-//! misconfigured with the same id would differ: one of them, not both, would get a stop.)
+//! Its endpoints are the contract's command subjects: `news.ctl.start` in the `workers` queue
+//! group (one worker takes each start), and this worker's own `news.ctl.worker.<id>.start`,
+//! `.stop` and `.jobs`. A service endpoint always subscribes in a queue group; a worker's own
+//! endpoints are in a group named after the worker, and a worker id is unique per process, so
+//! this group of one receives exactly what a plain subscription would. (Only two processes
+//! misconfigured with the same id would differ: one of them, not both, would get a command.)
 
 use std::collections::HashMap;
 
@@ -21,11 +21,20 @@ use newsflow_nats::wire::WorkerId;
 /// The micro service name every worker registers under.
 pub const SERVICE_NAME: &str = "newsflow-worker";
 
-/// Registers the service and its start and stop endpoints.
-pub async fn register(
-    nats: &Client,
-    worker_id: &WorkerId,
-) -> anyhow::Result<(Service, Endpoint, Endpoint)> {
+/// The service's command endpoints.
+pub struct Endpoints {
+    /// `news.ctl.start`, in the `workers` queue group.
+    pub start: Endpoint,
+    /// `news.ctl.worker.<id>.start`: a start addressed to this worker.
+    pub start_here: Endpoint,
+    /// `news.ctl.worker.<id>.stop`.
+    pub stop: Endpoint,
+    /// `news.ctl.worker.<id>.jobs`: pages of this worker's job ids.
+    pub jobs: Endpoint,
+}
+
+/// Registers the service and its endpoints.
+pub async fn register(nats: &Client, worker_id: &WorkerId) -> anyhow::Result<(Service, Endpoints)> {
     let metadata = HashMap::from([("worker_id".to_owned(), worker_id.to_string())]);
     let service = nats
         .service_builder()
@@ -35,22 +44,27 @@ pub async fn register(
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))
         .context("registering the NATS micro service")?;
-    let start = service
-        .endpoint_builder()
-        .name("start")
-        .queue_group(subjects::WORKERS_QUEUE)
-        .add(subjects::START)
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))
-        .with_context(|| format!("subscribing to {}", subjects::START))?;
-    let stop_subject = subjects::stop(worker_id);
-    let stop = service
-        .endpoint_builder()
-        .name("stop")
-        .queue_group(worker_id.to_string())
-        .add(stop_subject.clone())
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))
-        .with_context(|| format!("subscribing to {stop_subject}"))?;
-    Ok((service, start, stop))
+    let add = |name: &'static str, group: String, subject: String| {
+        let builder = service.endpoint_builder().name(name).queue_group(group);
+        async move {
+            builder
+                .add(subject.clone())
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))
+                .with_context(|| format!("subscribing to {subject}"))
+        }
+    };
+    let own = worker_id.to_string();
+    let endpoints = Endpoints {
+        start: add(
+            "start",
+            subjects::WORKERS_QUEUE.to_owned(),
+            subjects::START.to_owned(),
+        )
+        .await?,
+        start_here: add("start_here", own.clone(), subjects::start_on(worker_id)).await?,
+        stop: add("stop", own.clone(), subjects::stop(worker_id)).await?,
+        jobs: add("jobs", own, subjects::worker_jobs(worker_id)).await?,
+    };
+    Ok((service, endpoints))
 }

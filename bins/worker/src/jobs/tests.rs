@@ -6,8 +6,13 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use super::*;
+use newsflow_core::digest::JobSetDigest;
+
+mod scheduler;
+
 use crate::run::PageRequest;
 use crate::testing::Recorder;
+use scheduler::{driven, Probe};
 
 /// Answers the n-th fetch with `answer(n)` and notes when it was asked and for which `q`.
 struct ClockedSource {
@@ -72,8 +77,12 @@ fn unauthorized() -> Result<PageOutcome, FetchError> {
 }
 
 fn spec(q: &str, interval_secs: u64) -> JobSpec {
+    spec_of("j1", q, interval_secs)
+}
+
+fn spec_of(id: &str, q: &str, interval_secs: u64) -> JobSpec {
     JobSpec::from_create_request(&json!({
-        "id": "j1", "params": {"q": q}, "interval_secs": interval_secs
+        "id": id, "params": {"q": q}, "interval_secs": interval_secs
     }))
     .expect("valid spec")
 }
@@ -81,9 +90,7 @@ fn spec(q: &str, interval_secs: u64) -> JobSpec {
 struct Running {
     runner: Arc<Runner<ClockedSource, Recorder>>,
     plans: Arc<PlanBoard>,
-    spec: watch::Sender<JobSpec>,
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
+    registry: Arc<Registry>,
 }
 
 fn start(answer: fn(usize) -> Result<PageOutcome, FetchError>, spec: JobSpec) -> Running {
@@ -92,22 +99,19 @@ fn start(answer: fn(usize) -> Result<PageOutcome, FetchError>, spec: JobSpec) ->
         source: ClockedSource::new(answer),
         publisher: Recorder::default(),
     });
-    let (sender, receiver) = watch::channel(spec);
-    let cancel = CancellationToken::new();
     let plans = Arc::new(PlanBoard::new(WorkerId::parse("w1").expect("valid")));
-    let task = tokio::spawn(run_job(
-        Arc::clone(&runner),
-        receiver,
-        cancel.clone(),
-        Arc::clone(&plans),
-    ));
+    let registry = Registry::new(runs_of(Arc::clone(&runner)), Arc::clone(&plans), 8);
+    tokio::spawn(Arc::clone(&registry).drive(CancellationToken::new()));
+    registry.start(spec, None);
     Running {
         runner,
         plans,
-        spec: sender,
-        cancel,
-        task,
+        registry,
     }
+}
+
+fn j1() -> JobId {
+    JobId::parse("j1").expect("valid")
 }
 
 #[tokio::test(start_paused = true)]
@@ -158,7 +162,7 @@ async fn a_new_spec_is_used_from_the_next_run_on_its_own_interval() {
     let job = start(|_| empty_page(), spec("old", 300));
     job.runner.source.wait_for_calls(1).await;
 
-    job.spec.send_replace(spec("new", 10));
+    job.registry.start(spec("new", 10), None);
     job.runner.source.wait_for_calls(3).await;
 
     let queries: Vec<String> = job.runner.source.calls().into_iter().map(|c| c.1).collect();
@@ -167,40 +171,37 @@ async fn a_new_spec_is_used_from_the_next_run_on_its_own_interval() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_cancelled_job_ends_its_task_without_another_run() {
+async fn a_stopped_job_runs_no_more() {
     let job = start(|_| empty_page(), spec("a", 60));
     job.runner.source.wait_for_calls(1).await;
 
-    job.cancel.cancel();
-    job.task.await.expect("the task ends cleanly");
+    assert!(job.registry.stop(&j1(), Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_secs(600)).await;
 
     assert_eq!(job.runner.source.calls().len(), 1);
 }
 
-fn idle_registry() -> Registry {
-    Registry::new(Arc::new(|_spec, cancel: CancellationToken| {
-        tokio::spawn(async move { cancel.cancelled().await })
-    }))
+fn idle_registry() -> Arc<Registry> {
+    let plans = Arc::new(PlanBoard::new(WorkerId::parse("w1").expect("valid")));
+    Registry::new(Probe::new(Duration::MAX).runs(), plans, 8)
 }
 
 #[tokio::test]
-async fn starting_a_job_twice_keeps_one_task_and_passes_on_a_new_spec() {
+async fn starting_a_job_twice_keeps_one_entry_and_passes_on_a_new_spec() {
     let registry = idle_registry();
 
-    assert_eq!(registry.start(spec("a", 60)), Started::New);
-    assert_eq!(registry.start(spec("a", 60)), Started::Unchanged);
-    assert_eq!(registry.start(spec("b", 60)), Started::Updated);
+    assert_eq!(registry.start(spec("a", 60), None), Started::New);
+    assert_eq!(registry.start(spec("a", 60), None), Started::Unchanged);
+    assert_eq!(registry.start(spec("b", 60), None), Started::Updated);
 
-    assert_eq!(registry.job_ids(), [JobId::parse("j1").expect("valid")]);
+    assert_eq!(registry.job_ids(), [j1()]);
 }
 
 #[tokio::test]
-async fn heartbeats_list_jobs_sorted_and_stopping_is_idempotent() {
+async fn jobs_are_listed_sorted_and_stopping_is_idempotent() {
     let registry = idle_registry();
     for id in ["zeta", "alpha", "mid"] {
-        let spec =
-            JobSpec::from_create_request(&json!({"id": id, "params": {"q": "x"}})).expect("valid");
-        registry.start(spec);
+        registry.start(spec_of(id, "x", 60), None);
     }
     let ids: Vec<String> = registry.job_ids().iter().map(|j| j.to_string()).collect();
     assert_eq!(ids, ["alpha", "mid", "zeta"]);
@@ -208,25 +209,25 @@ async fn heartbeats_list_jobs_sorted_and_stopping_is_idempotent() {
     let mid = JobId::parse("mid").expect("valid");
     assert!(registry.stop(&mid, Duration::from_secs(5)).await);
     assert!(!registry.stop(&mid, Duration::from_secs(5)).await);
-    assert_eq!(registry.job_ids().len(), 2);
+    assert_eq!(registry.count(), 2);
 
     assert_eq!(registry.stop_all(Duration::from_secs(5)).await, 2);
     assert!(registry.job_ids().is_empty());
+    assert_eq!(registry.job_set(10).0, JobSetDigest::default());
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_task_that_ignores_cancellation_is_aborted_after_the_grace() {
-    let registry = Registry::new(Arc::new(|_spec, _cancel| {
-        tokio::spawn(std::future::pending::<()>())
-    }));
-    registry.start(spec("a", 60));
+async fn a_run_that_ignores_cancellation_is_aborted_after_the_grace() {
+    let probe = Probe::deaf();
+    let registry = driven(&probe, 8);
+    registry.start(spec("a", 60), None);
+    probe.wait_for_starts(1).await;
 
-    let job = JobId::parse("j1").expect("valid");
-
-    let stopped = registry.stop(&job, Duration::from_secs(3)).await;
+    let stopped = registry.stop(&j1(), Duration::from_secs(3)).await;
 
     assert!(stopped);
     assert!(registry.job_ids().is_empty());
+    assert_eq!(probe.in_flight(), 0, "the aborted run is gone");
 }
 
 fn budget_exhausted() -> Result<PageOutcome, FetchError> {
@@ -292,8 +293,7 @@ async fn a_stopped_job_withdraws_its_plan() {
     let job = start(|_| empty_page(), spec("a", 60));
     job.runner.source.wait_for_calls(1).await;
 
-    job.cancel.cancel();
-    job.task.await.expect("the task ends cleanly");
+    assert!(job.registry.stop(&j1(), Duration::from_secs(5)).await);
 
     let reports = job.plans.take();
     assert_eq!(
