@@ -14,11 +14,19 @@ pub enum Phase {
     Scale,
     /// Figure 7 and the big store's footprint: data-streams restarting on a large store.
     Restart,
+    /// Figures 9 and 10: the reconcile pass at 100,000 jobs, and job-move time.
+    Control,
 }
 
 impl Phase {
     /// Every phase, in the order a run goes through them.
-    pub const ALL: [Phase; 4] = [Phase::Ingest, Phase::Publish, Phase::Scale, Phase::Restart];
+    pub const ALL: [Phase; 5] = [
+        Phase::Ingest,
+        Phase::Publish,
+        Phase::Scale,
+        Phase::Restart,
+        Phase::Control,
+    ];
 
     /// The figures this phase measures (figure 8 gathers rows from several phases).
     pub fn figures(self) -> &'static [u8] {
@@ -27,6 +35,7 @@ impl Phase {
             Phase::Publish => &[1, 2, 8],
             Phase::Scale => &[6],
             Phase::Restart => &[7, 8],
+            Phase::Control => &[9, 10],
         }
     }
 }
@@ -93,6 +102,12 @@ pub struct Sizes {
     pub restart_batch_articles: u32,
     /// Idle time before a process's RSS counts as "at rest".
     pub settle: Duration,
+    /// Jobs of the store the reconcile pass is timed over.
+    pub control_jobs: usize,
+    /// Jobs running on three workers when one is killed.
+    pub move_jobs: usize,
+    /// Their interval.
+    pub move_interval_secs: u64,
 }
 
 impl Sizes {
@@ -116,6 +131,9 @@ impl Sizes {
             restart_batches: 10,
             restart_batch_articles: 100,
             settle: Duration::from_secs(2),
+            control_jobs: 100_000,
+            move_jobs: 30,
+            move_interval_secs: 10,
         }
     }
 
@@ -139,6 +157,9 @@ impl Sizes {
             restart_batches: 2,
             restart_batch_articles: 100,
             settle: Duration::from_millis(500),
+            control_jobs: 5_000,
+            move_jobs: 6,
+            move_interval_secs: 5,
         }
     }
 

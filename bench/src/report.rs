@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Every figure of the benchmark, by number.
-pub const FIGURES: [(u8, &str); 8] = [
+pub const FIGURES: [(u8, &str); 10] = [
     (1, "ceilings: raw JetStream"),
     (2, "worker publish"),
     (3, "data-streams ingest"),
@@ -20,6 +20,8 @@ pub const FIGURES: [(u8, &str); 8] = [
     (6, "scale of jobs on one worker"),
     (7, "data-streams restart"),
     (8, "footprint"),
+    (9, "data-streams control at 100k jobs"),
+    (10, "job move after a worker is killed"),
 ];
 
 /// What a row should meet.
