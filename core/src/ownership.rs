@@ -186,6 +186,12 @@ impl Ownership {
         view.is_some_and(|v| v.is_alive(now, self.worker_timeout))
     }
 
+    /// Whether data-streams, connected since `connected_since`, was connected a whole worker
+    /// timeout at `now`: before then a silent owner is not yet gone.
+    pub fn settled(&self, now: Tick, connected_since: Tick) -> bool {
+        now.since(connected_since) >= self.worker_timeout
+    }
+
     /// Decides about one job `reporter`'s heartbeat lists; `job` is `None` when it was deleted.
     /// A stopped or deleted job is fenced whoever runs it; a live recorded owner other than the
     /// reporter keeps the job and the reporter is fenced; an owner that is gone, or no owner,
@@ -240,8 +246,7 @@ impl Ownership {
             }
             return ReconcileDecision::Fine;
         }
-        let settled = now.tick.since(connected_since) >= self.worker_timeout;
-        if settled {
+        if self.settled(now.tick, connected_since) {
             ReconcileDecision::Reassign(LostOwner::Gone)
         } else {
             ReconcileDecision::Fine

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use newsflow_core::ownership::{Now, ReconcileDecision, Tick};
-use newsflow_core::{placement, JobId, JobState};
+use newsflow_core::{placement, JobId};
 use newsflow_nats::wire::WorkerId;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +36,11 @@ pub struct Plan {
 impl Control {
     /// Decides one pass at `now` over the index, NATS connected since `connected_since`:
     /// which jobs to start and which to move. Reads only memory: the index and the workers.
+    ///
+    /// The index groups running jobs by recorded owner, so only the jobs that can need
+    /// anything are looked at: those without an owner, those a live owner's list lacked, and
+    /// those of owners that are not alive (all of theirs, once data-streams is settled). A
+    /// live owner running all its recorded jobs costs one look-up, whatever their number.
     pub fn plan(&self, shared: &Shared, now: Now, connected_since: Tick) -> Plan {
         let index = shared.store.job_index();
         let mut plan = Plan::default();
@@ -43,23 +48,40 @@ impl Control {
             let workers = self.workers();
             let starting = lock(&self.starting);
             let room = MAX_STARTS_IN_FLIGHT.saturating_sub(starting.len());
-            for (id, job) in index.iter() {
-                if plan.starts.len() >= room {
-                    break;
-                }
-                if job.state != JobState::Running {
-                    continue;
+            let settled = self.rules.settled(now.tick, connected_since);
+            let consider = |id: &JobId, plan: &mut Plan| {
+                let Some(job) = index.get(id) else {
+                    return;
+                };
+                if plan.starts.len() >= room || starting.contains(id) {
+                    return;
                 }
                 let decision =
                     self.rules
                         .reconcile(&job_view(id, job, &workers), now, connected_since);
                 let lost = match decision {
-                    ReconcileDecision::Fine => continue,
+                    ReconcileDecision::Fine => return,
                     ReconcileDecision::Start => None,
                     ReconcileDecision::Reassign(_) => job.owner.as_ref().map(|o| o.id.clone()),
                 };
-                if !starting.contains(id) {
-                    plan.starts.push((id.clone(), lost));
+                plan.starts.push((id.clone(), lost));
+            };
+            for id in index.unowned() {
+                consider(id, &mut plan);
+            }
+            for (worker, owned) in index.owners() {
+                match workers.get(worker) {
+                    Some(view) if self.rules.is_alive(Some(view), now.tick) => {
+                        for id in view.missing.iter().filter(|id| owned.jobs.contains(*id)) {
+                            consider(id, &mut plan);
+                        }
+                    }
+                    _ if settled => {
+                        for id in &owned.jobs {
+                            consider(id, &mut plan);
+                        }
+                    }
+                    _ => {}
                 }
             }
         }

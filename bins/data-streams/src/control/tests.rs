@@ -205,6 +205,29 @@ async fn a_job_owned_by_a_worker_never_heard_is_left_until_settled_and_then_star
 }
 
 #[tokio::test]
+async fn a_recorded_job_a_live_worker_does_not_run_is_started_again_after_the_grace() {
+    let (shared, _dir) = shared();
+    let control = Arc::new(control());
+    for id in ["runs", "forgot"] {
+        create(&shared, id, Some("w1"));
+        let long_ago = newsflow_core::now_utc() - time::Duration::hours(1);
+        shared
+            .store
+            .update_job(&job(id), |r| {
+                if let Some(owner) = &mut r.worker {
+                    owner.acked_at = long_ago;
+                }
+            })
+            .expect("updates");
+    }
+    control
+        .on_heartbeat(&shared, heartbeat("w1", &["runs"], true))
+        .expect("a valid heartbeat");
+    let plan = control.plan(&shared, now(&control), control.tick());
+    assert_eq!(plan.starts, [(job("forgot"), Some(worker("w1")))]);
+}
+
+#[tokio::test]
 async fn starts_go_to_the_least_loaded_live_worker_counting_those_in_flight() {
     let (shared, _dir) = shared();
     let control = Arc::new(control());

@@ -59,6 +59,8 @@ pub struct Owned {
 pub struct JobIndex {
     jobs: HashMap<JobId, IndexedJob>,
     owned: HashMap<WorkerId, Owned>,
+    /// Running jobs with no recorded owner: the reconciler starts each.
+    unowned: HashSet<JobId>,
     /// Running jobs by `(max_pages, interval_ms)`: the few shapes the budget warning sums.
     plans: BTreeMap<(u32, u64), u64>,
     running: usize,
@@ -75,6 +77,9 @@ impl JobIndex {
             if owned.jobs.insert(id.clone()) {
                 owned.digest.insert(id);
             }
+        }
+        if job.state == JobState::Running && job.owner.is_none() {
+            self.unowned.insert(id.clone());
         }
         if job.state == JobState::Running {
             self.running += 1;
@@ -101,6 +106,7 @@ impl JobIndex {
                 }
             }
         }
+        self.unowned.remove(id);
         if job.state == JobState::Running {
             self.running -= 1;
             let shape = (job.max_pages, job.interval_ms);
@@ -121,6 +127,16 @@ impl JobIndex {
     /// Every job, in no order.
     pub fn iter(&self) -> impl Iterator<Item = (&JobId, &IndexedJob)> {
         self.jobs.iter()
+    }
+
+    /// Every worker with running jobs recorded as its own, with them.
+    pub fn owners(&self) -> impl Iterator<Item = (&WorkerId, &Owned)> {
+        self.owned.iter()
+    }
+
+    /// The running jobs with no recorded owner.
+    pub fn unowned(&self) -> impl Iterator<Item = &JobId> {
+        self.unowned.iter()
     }
 
     /// The running jobs recorded as `worker`'s.
@@ -257,6 +273,7 @@ mod tests {
             prop_assert_eq!(&index.owned, &fresh.owned);
             prop_assert_eq!(&index.jobs, &fresh.jobs);
             prop_assert_eq!(&index.plans, &fresh.plans);
+            prop_assert_eq!(&index.unowned, &fresh.unowned);
             prop_assert_eq!(index.running, fresh.running);
         }
     }
