@@ -49,40 +49,42 @@ impl Control {
             let starting = lock(&self.starting);
             let room = MAX_STARTS_IN_FLIGHT.saturating_sub(starting.len());
             let settled = self.rules.settled(now.tick, connected_since);
+            // Adds `id`'s start if the rules call for one; `false` once the pass is full.
             let consider = |id: &JobId, plan: &mut Plan| {
+                if plan.starts.len() >= room {
+                    return false;
+                }
                 let Some(job) = index.get(id) else {
-                    return;
+                    return true;
                 };
-                if plan.starts.len() >= room || starting.contains(id) {
-                    return;
+                if starting.contains(id) {
+                    return true;
                 }
                 let decision =
                     self.rules
                         .reconcile(&job_view(id, job, &workers), now, connected_since);
                 let lost = match decision {
-                    ReconcileDecision::Fine => return,
+                    ReconcileDecision::Fine => return true,
                     ReconcileDecision::Start => None,
                     ReconcileDecision::Reassign(_) => job.owner.as_ref().map(|o| o.id.clone()),
                 };
                 plan.starts.push((id.clone(), lost));
+                true
             };
-            for id in index.unowned() {
-                consider(id, &mut plan);
-            }
+            let mut room_left = index.unowned().all(|id| consider(id, &mut plan));
             for (worker, owned) in index.owners() {
-                match workers.get(worker) {
-                    Some(view) if self.rules.is_alive(Some(view), now.tick) => {
-                        for id in view.missing.iter().filter(|id| owned.jobs.contains(*id)) {
-                            consider(id, &mut plan);
-                        }
-                    }
-                    _ if settled => {
-                        for id in &owned.jobs {
-                            consider(id, &mut plan);
-                        }
-                    }
-                    _ => {}
+                if !room_left {
+                    break;
                 }
+                room_left = match workers.get(worker) {
+                    Some(view) if self.rules.is_alive(Some(view), now.tick) => view
+                        .missing
+                        .iter()
+                        .filter(|id| owned.jobs.contains(*id))
+                        .all(|id| consider(id, &mut plan)),
+                    _ if settled => owned.jobs.iter().all(|id| consider(id, &mut plan)),
+                    _ => true,
+                };
             }
         }
         if self.settings.rebalance && plan.starts.is_empty() && lock(&self.moving).is_empty() {
