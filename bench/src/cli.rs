@@ -14,7 +14,9 @@ pub enum Phase {
     Scale,
     /// Figure 7 and the big store's footprint: data-streams restarting on a large store.
     Restart,
-    /// Figure 9: failover on a 3-node nats-server cluster when the stream's leader is killed.
+    /// Figures 9 and 10: the reconcile pass at 100,000 jobs, and job-move time.
+    Control,
+    /// Figure 11: failover on a 3-node nats-server cluster when the stream's leader is killed.
     Cluster,
 }
 
@@ -25,6 +27,7 @@ impl Phase {
         Phase::Publish,
         Phase::Scale,
         Phase::Restart,
+        Phase::Control,
         Phase::Cluster,
     ];
 
@@ -35,7 +38,8 @@ impl Phase {
             Phase::Publish => &[1, 2, 8],
             Phase::Scale => &[6],
             Phase::Restart => &[7, 8],
-            Phase::Cluster => &[9],
+            Phase::Control => &[9, 10],
+            Phase::Cluster => &[11],
         }
     }
 }
@@ -105,7 +109,13 @@ pub struct Sizes {
     pub restart_batch_articles: u32,
     /// Idle time before a process's RSS counts as "at rest".
     pub settle: Duration,
-    /// Kills of the cluster's stream leader for figure 9.
+    /// Jobs of the store the reconcile pass is timed over.
+    pub control_jobs: usize,
+    /// Jobs running on three workers when one is killed.
+    pub move_jobs: usize,
+    /// Their interval.
+    pub move_interval_secs: u64,
+    /// Kills of the cluster's stream leader for figure 11.
     pub cluster_rounds: usize,
 }
 
@@ -131,6 +141,9 @@ impl Sizes {
             restart_batches: 10,
             restart_batch_articles: 100,
             settle: Duration::from_secs(2),
+            control_jobs: 100_000,
+            move_jobs: 30,
+            move_interval_secs: 10,
             cluster_rounds: 3,
         }
     }
@@ -156,6 +169,9 @@ impl Sizes {
             restart_batches: 2,
             restart_batch_articles: 100,
             settle: Duration::from_millis(500),
+            control_jobs: 5_000,
+            move_jobs: 6,
+            move_interval_secs: 5,
             cluster_rounds: 1,
         }
     }

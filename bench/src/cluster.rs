@@ -1,4 +1,4 @@
-//! The cluster phase (figure 9): a worker publishing on a real 3-node nats-server cluster
+//! The cluster phase (figure 11): a worker publishing on a real 3-node nats-server cluster
 //! with `NEWS` at 3 replicas, and the node leading the stream killed with SIGKILL, round after
 //! round. Failover time is from the kill to the first message the stream stored afterwards
 //! (by the server's own clock), and to a complete batch of every job.
@@ -84,7 +84,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         summarize(every_job).context("no round")?,
     );
     ctx.report.row(
-        9,
+        11,
         Row::info(
             "kill -9 of the NEWS leader -> first message stored (median)",
             Unit::Ms,
@@ -92,7 +92,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         ),
     );
     ctx.report.row(
-        9,
+        11,
         Row::info(
             "kill -9 of the NEWS leader -> a complete batch of every job (median)",
             Unit::Ms,
@@ -100,7 +100,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         ),
     );
     ctx.report.detail(
-        9,
+        11,
         "rounds",
         json!({"rounds": rounds, "first_stored_ms": resumed, "every_job_ms": every_job, "jobs": JOBS}),
     );

@@ -16,10 +16,12 @@
 //! - [`publish`]: figure 2 and the worker's footprint (and figure 1's publish ceiling).
 //! - [`scale`]: figure 6.
 //! - [`restart`]: figure 7 and the big store's footprint.
+//! - [`control`]: figures 9 and 10: the reconcile pass at 100,000 jobs, job-move time.
 
 pub mod articles;
 pub mod cli;
 pub mod cluster;
+pub mod control;
 pub mod http;
 pub mod ingest;
 pub mod jetstream;
@@ -137,6 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     Phase::Publish => publish::run(&ctx).await,
                     Phase::Scale => scale::run(&ctx).await,
                     Phase::Restart => restart::run(&ctx).await,
+                    Phase::Control => control::run(&ctx).await,
                     Phase::Cluster => cluster::run(&ctx).await,
                 }
             }

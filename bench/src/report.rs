@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Every figure of the benchmark, by number.
-pub const FIGURES: [(u8, &str); 9] = [
+pub const FIGURES: [(u8, &str); 11] = [
     (1, "ceilings: raw JetStream"),
     (2, "worker publish"),
     (3, "data-streams ingest"),
@@ -20,7 +20,9 @@ pub const FIGURES: [(u8, &str); 9] = [
     (6, "scale of jobs on one worker"),
     (7, "data-streams restart"),
     (8, "footprint"),
-    (9, "failover on a 3-node cluster"),
+    (9, "data-streams control at 100k jobs"),
+    (10, "job move after a worker is killed"),
+    (11, "failover on a 3-node cluster"),
 ];
 
 /// What a row should meet.

@@ -15,6 +15,7 @@
 //! - [`retention`]: which of a job's batches the store deletes, and when a batch is abandoned.
 //! - [`schedule`]: when a job runs next, and how late a run was.
 //! - [`ownership`]: which worker runs a job: heartbeat and reconciliation decisions, time passed in.
+//! - [`placement`]: which worker a job goes to, the moves that even out load, a move's first run.
 //! - [`cursor`]: opaque list cursors.
 //! - [`secret`]: a string that never prints.
 //! - [`error`]: `ValidationError`, the typed answer to bad input.
@@ -30,6 +31,7 @@ pub mod job;
 pub mod newsapi;
 pub mod ownership;
 pub mod pipeline;
+pub mod placement;
 pub mod query;
 pub mod retention;
 pub mod retry;

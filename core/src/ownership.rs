@@ -43,39 +43,54 @@ pub struct Now {
 }
 
 /// What data-streams knows of one worker from its heartbeats and command acknowledgements.
+///
+/// Which jobs it runs is kept as the difference from what is recorded for it: a worker whose
+/// heartbeat digest matches the jobs recorded as its own runs exactly those, so a worker with
+/// 100,000 jobs costs a few bytes here, and only the recorded jobs its latest list lacked are
+/// held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerView {
     /// When it was last heard from.
     pub last_seen: Tick,
-    /// The jobs it says it runs.
-    pub jobs: HashSet<JobId>,
+    /// Jobs recorded as its own that it does not run, by its latest list.
+    pub missing: HashSet<JobId>,
+    /// How many jobs it said it runs.
+    pub count: u64,
 }
 
 impl WorkerView {
-    /// A worker first heard from at `at`, running nothing known yet.
+    /// A worker first heard from at `at`, known to run nothing yet.
     pub fn new(at: Tick) -> Self {
         Self {
             last_seen: at,
-            jobs: HashSet::new(),
+            missing: HashSet::new(),
+            count: 0,
         }
     }
 
-    /// A heartbeat lists everything the worker runs, so it replaces what was known.
-    pub fn heartbeat(&mut self, at: Tick, jobs: impl IntoIterator<Item = JobId>) {
+    /// A heartbeat at `at` of a worker running `count` jobs: of the jobs recorded as its own,
+    /// it does not run `missing` (nothing, when its digest matched the record).
+    pub fn heartbeat(&mut self, at: Tick, count: u64, missing: impl IntoIterator<Item = JobId>) {
         self.last_seen = at;
-        self.jobs.clear();
-        self.jobs.extend(jobs);
+        self.count = count;
+        self.missing.clear();
+        self.missing.extend(missing);
     }
 
-    /// An acknowledged start adds one job; the others are still run.
-    pub fn started(&mut self, at: Tick, job: JobId) {
+    /// Heard from at `at`, with what it runs not known yet (its list is being fetched).
+    pub fn seen(&mut self, at: Tick) {
         self.last_seen = at;
-        self.jobs.insert(job);
     }
 
-    /// An acknowledged stop removes one job.
+    /// An acknowledged start: it runs `job`; the others are unchanged.
+    pub fn started(&mut self, at: Tick, job: &JobId) {
+        self.last_seen = at;
+        self.missing.remove(job);
+    }
+
+    /// An acknowledged stop: it no longer runs `job`.
     pub fn stopped(&mut self, job: &JobId) {
-        self.jobs.remove(job);
+        self.missing.insert(job.clone());
     }
 
     /// Whether it was heard from less than `timeout` before `now`.
@@ -83,9 +98,9 @@ impl WorkerView {
         now.since(self.last_seen) < timeout
     }
 
-    /// Whether it is alive and says it runs `job`.
+    /// Whether it is alive and runs `job`, one of the jobs recorded as its own.
     pub fn runs(&self, job: &JobId, now: Tick, timeout: Duration) -> bool {
-        self.is_alive(now, timeout) && self.jobs.contains(job)
+        self.is_alive(now, timeout) && !self.missing.contains(job)
     }
 }
 
@@ -171,6 +186,12 @@ impl Ownership {
         view.is_some_and(|v| v.is_alive(now, self.worker_timeout))
     }
 
+    /// Whether data-streams, connected since `connected_since`, was connected a whole worker
+    /// timeout at `now`: before then a silent owner is not yet gone.
+    pub fn settled(&self, now: Tick, connected_since: Tick) -> bool {
+        now.since(connected_since) >= self.worker_timeout
+    }
+
     /// Decides about one job `reporter`'s heartbeat lists; `job` is `None` when it was deleted.
     /// A stopped or deleted job is fenced whoever runs it; a live recorded owner other than the
     /// reporter keeps the job and the reporter is fenced; an owner that is gone, or no owner,
@@ -225,8 +246,7 @@ impl Ownership {
             }
             return ReconcileDecision::Fine;
         }
-        let settled = now.tick.since(connected_since) >= self.worker_timeout;
-        if settled {
+        if self.settled(now.tick, connected_since) {
             ReconcileDecision::Reassign(LostOwner::Gone)
         } else {
             ReconcileDecision::Fine
@@ -264,9 +284,10 @@ mod tests {
         }
     }
 
-    fn heard(at: u64, jobs: &[&JobId]) -> WorkerView {
+    /// A worker heard at `at` that runs its recorded jobs but `lacks`.
+    fn heard(at: u64, lacks: &[&JobId]) -> WorkerView {
         let mut view = WorkerView::new(tick(at));
-        view.heartbeat(tick(at), jobs.iter().map(|&j| j.clone()));
+        view.heartbeat(tick(at), 0, lacks.iter().map(|&j| j.clone()));
         view
     }
 
@@ -308,7 +329,7 @@ mod tests {
     fn a_worker_that_comes_back_is_alive_again() {
         let mut view = WorkerView::new(tick(100));
         assert!(!view.is_alive(tick(130), TIMEOUT));
-        view.heartbeat(tick(130), []);
+        view.heartbeat(tick(130), 0, []);
         assert!(view.is_alive(tick(130), TIMEOUT));
     }
 
@@ -318,19 +339,21 @@ mod tests {
     }
 
     #[test]
-    fn a_heartbeat_replaces_the_jobs_a_worker_runs() {
+    fn a_heartbeat_replaces_what_a_worker_lacks_of_its_recorded_jobs() {
         let (a, b) = (job_id("a"), job_id("b"));
         let mut view = heard(0, &[&a]);
-        view.heartbeat(tick(1), [b.clone()]);
-        assert!(!view.runs(&a, tick(1), TIMEOUT));
-        assert!(view.runs(&b, tick(1), TIMEOUT));
+        assert!(!view.runs(&a, tick(0), TIMEOUT) && view.runs(&b, tick(0), TIMEOUT));
+        view.heartbeat(tick(1), 1, [b.clone()]);
+        assert!(view.runs(&a, tick(1), TIMEOUT));
+        assert!(!view.runs(&b, tick(1), TIMEOUT));
+        assert_eq!(view.count, 1);
     }
 
     #[test]
     fn an_acknowledged_start_adds_a_job_and_an_acknowledged_stop_removes_it() {
         let (a, b) = (job_id("a"), job_id("b"));
-        let mut view = heard(0, &[&a]);
-        view.started(tick(5), b.clone());
+        let mut view = heard(0, &[&b]);
+        view.started(tick(5), &b);
         assert_eq!(view.last_seen, tick(5));
         assert!(view.runs(&a, tick(5), TIMEOUT) && view.runs(&b, tick(5), TIMEOUT));
         view.stopped(&a);
@@ -338,9 +361,18 @@ mod tests {
     }
 
     #[test]
+    fn a_worker_whose_list_is_being_fetched_is_alive_and_keeps_what_it_lacked() {
+        let a = job_id("a");
+        let mut view = heard(0, &[&a]);
+        view.seen(tick(20));
+        assert!(view.is_alive(tick(21), TIMEOUT));
+        assert!(!view.runs(&a, tick(21), TIMEOUT));
+    }
+
+    #[test]
     fn a_silent_worker_runs_nothing_even_if_it_last_listed_the_job() {
         let a = job_id("a");
-        let view = heard(0, &[&a]);
+        let view = heard(0, &[]);
         assert!(!view.runs(&a, tick(10), TIMEOUT));
     }
 
@@ -410,7 +442,7 @@ mod tests {
             HeartbeatDecision::Adopt
         );
         let w2 = "w2";
-        let w2_view = heard(1, &[&id]);
+        let w2_view = heard(1, &[]);
         let adopted = running(&id, owned(&w2, 1, Some(&w2_view)));
         assert_eq!(
             rules.on_heartbeat(Some(&adopted), &"w1", tick(2)),
@@ -422,7 +454,7 @@ mod tests {
     fn a_worker_reporting_a_stopped_job_is_fenced_even_when_it_owns_it() {
         let id = job_id("j");
         let w1 = "w1";
-        let w1_view = heard(100, &[&id]);
+        let w1_view = heard(100, &[]);
         let job = JobView {
             id: &id,
             state: JobState::Stopped,
@@ -472,7 +504,7 @@ mod tests {
     fn a_live_owner_that_runs_the_job_keeps_it() {
         let id = job_id("j");
         let w1 = "w1";
-        let w1_view = heard(100, &[&id]);
+        let w1_view = heard(100, &[]);
         let job = running(&id, owned(&w1, 0, Some(&w1_view)));
         assert_eq!(
             rules().reconcile(&job, now(105), tick(0)),
@@ -484,7 +516,7 @@ mod tests {
     fn a_silent_owner_keeps_the_job_until_the_worker_timeout() {
         let id = job_id("j");
         let w1 = "w1";
-        let w1_view = heard(100, &[&id]);
+        let w1_view = heard(100, &[]);
         let job = running(&id, owned(&w1, 0, Some(&w1_view)));
         assert_eq!(
             rules().reconcile(&job, now(109), tick(0)),
@@ -496,7 +528,7 @@ mod tests {
     fn a_silent_owner_is_gone_after_the_worker_timeout() {
         let id = job_id("j");
         let w1 = "w1";
-        let w1_view = heard(100, &[&id]);
+        let w1_view = heard(100, &[]);
         let job = running(&id, owned(&w1, 0, Some(&w1_view)));
         assert_eq!(
             rules().reconcile(&job, now(110), tick(0)),
@@ -508,7 +540,7 @@ mod tests {
     fn a_silent_owner_is_not_gone_before_data_streams_was_connected_a_whole_worker_timeout() {
         let id = job_id("j");
         let w1 = "w1";
-        let w1_view = heard(100, &[&id]);
+        let w1_view = heard(100, &[]);
         let job = running(&id, owned(&w1, 0, Some(&w1_view)));
         let rules = rules();
         // Reconnected at 105: w1's heartbeats between its last one and then may have been lost.
@@ -559,8 +591,8 @@ mod tests {
     fn an_owner_that_comes_back_before_it_is_reassigned_keeps_the_job() {
         let id = job_id("j");
         let w1 = "w1";
-        let mut w1_view = heard(100, &[&id]);
-        w1_view.heartbeat(tick(112), [id.clone()]);
+        let mut w1_view = heard(100, &[]);
+        w1_view.heartbeat(tick(112), 1, []);
         let job = running(&id, owned(&w1, 0, Some(&w1_view)));
         assert_eq!(
             rules().reconcile(&job, now(113), tick(0)),
@@ -572,7 +604,7 @@ mod tests {
     fn a_live_owner_that_does_not_list_the_job_keeps_it_within_the_grace() {
         let id = job_id("j");
         let w1 = "w1";
-        let w1_view = heard(100, &[]);
+        let w1_view = heard(100, &[&id]);
         let job = running(&id, owned(&w1, 95, Some(&w1_view)));
         assert_eq!(
             rules().reconcile(&job, now(105), tick(0)),
@@ -584,7 +616,7 @@ mod tests {
     fn a_live_owner_that_forgot_the_job_loses_it_after_the_grace() {
         let id = job_id("j");
         let w1 = "w1";
-        let w1_view = heard(100, &[]);
+        let w1_view = heard(100, &[&id]);
         let job = running(&id, owned(&w1, 90, Some(&w1_view)));
         assert_eq!(
             rules().reconcile(&job, now(101), tick(100)),
@@ -596,7 +628,7 @@ mod tests {
     fn a_wall_clock_stepped_back_never_makes_an_owner_forget() {
         let id = job_id("j");
         let w1 = "w1";
-        let w1_view = heard(100, &[]);
+        let w1_view = heard(100, &[&id]);
         let job = running(&id, owned(&w1, 500, Some(&w1_view)));
         assert_eq!(
             rules().reconcile(&job, now(101), tick(0)),

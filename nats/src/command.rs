@@ -7,7 +7,10 @@ use bytes::Bytes;
 use newsflow_core::{ErrorInfo, JobId};
 
 use crate::subjects;
-use crate::wire::{parse_payload, Ack, StartJob, StopJob, WorkerId};
+use crate::wire::{
+    parse_capped, parse_payload, Ack, JobsPage, ListJobs, StartJob, StopJob, WorkerId,
+    MAX_HEARTBEAT_BYTES,
+};
 
 /// Why a command got no positive answer.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,45 @@ pub async fn send_start(
 ) -> Result<Acked, CommandError> {
     let payload = serde_json::to_vec(command).map_err(|e| CommandError::Other(e.to_string()))?;
     request(client, subjects::START.to_owned(), payload, timeout).await
+}
+
+/// Asks `worker`, and only it, to start `command.job` (even placement).
+pub async fn send_start_to(
+    client: &Client,
+    worker: &WorkerId,
+    command: &StartJob,
+    timeout: Duration,
+) -> Result<Acked, CommandError> {
+    let payload = serde_json::to_vec(command).map_err(|e| CommandError::Other(e.to_string()))?;
+    request(client, subjects::start_on(worker), payload, timeout).await
+}
+
+/// Asks `worker` for one page of the jobs it runs.
+pub async fn list_jobs(
+    client: &Client,
+    worker: &WorkerId,
+    ask: &ListJobs,
+    timeout: Duration,
+) -> Result<JobsPage, CommandError> {
+    let payload = serde_json::to_vec(ask).map_err(|e| CommandError::Other(e.to_string()))?;
+    let request = Request::new()
+        .payload(Bytes::from(payload))
+        .timeout(Some(timeout));
+    let reply = client
+        .send_request(subjects::worker_jobs(worker), request)
+        .await
+        .map_err(|e| match e.kind() {
+            async_nats::RequestErrorKind::NoResponders => CommandError::NoWorker,
+            async_nats::RequestErrorKind::TimedOut => CommandError::Timeout(timeout),
+            _ => CommandError::Other(e.to_string()),
+        })?;
+    match parse_capped::<JobsPage>(&reply.payload, MAX_HEARTBEAT_BYTES) {
+        Ok(page) => Ok(page),
+        Err(error) => match parse_payload::<Ack>(&reply.payload) {
+            Ok(Ack::Err(refusal)) => Err(CommandError::Refused(refusal)),
+            _ => Err(CommandError::Other(error.to_string())),
+        },
+    }
 }
 
 /// Asks `worker` to stop `job`.

@@ -40,6 +40,16 @@ pub fn stop(worker: &WorkerId) -> String {
     format!("news.ctl.worker.{worker}.stop")
 }
 
+/// `news.articles.<job_id>.*`: every article of one job.
+pub fn job_articles(job: &JobId) -> String {
+    format!("news.articles.{job}.*")
+}
+
+/// `news.batches.<job_id>.*`: every marker of one job.
+pub fn job_batches(job: &JobId) -> String {
+    format!("news.batches.{job}.*")
+}
+
 /// `news.articles.<job_id>.<batch_id>`.
 pub fn articles(job: &JobId, batch: BatchId) -> String {
     format!("news.articles.{job}.{batch}")

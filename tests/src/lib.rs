@@ -24,6 +24,7 @@
 //! - [`api`]: `Api`, the data-streams HTTP client with typed helpers and cursor paging.
 //! - [`mock`]: `MockClient`, direct NewsAPI requests to the mock and its control API.
 //! - [`bus`]: `Bus`, the test's own NATS connection: publish to the stream, heartbeats, reads.
+//! - [`fake_worker`]: `FakeWorker`, a worker played over NATS: addressed starts, stops, job lists.
 //! - [`sse`]: `EventStream`, a reader of the server-sent event streams.
 //! - [`poll`]: `wait_for`, `poll_until` and `hold_for`, deadlines instead of sleeps.
 //! - [`contract`]: assertions of the contract's JSON shapes.
@@ -33,6 +34,7 @@ pub mod api;
 pub mod bins;
 pub mod bus;
 pub mod contract;
+pub mod fake_worker;
 pub mod faults_support;
 pub mod hostile;
 pub mod mock;

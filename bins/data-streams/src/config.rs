@@ -30,13 +30,19 @@ pub struct Cli {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
-    /// A worker not heard from for this long is gone and its jobs are reassigned (about three
-    /// heartbeats).
-    #[arg(long, env = "DS_WORKER_TIMEOUT_MS", default_value_t = 6000)]
+    /// A worker not heard from for this long is gone and its jobs are reassigned at once
+    /// (two and a half of the workers' default 2 s heartbeats, so a killed worker's jobs run
+    /// elsewhere within three heartbeat intervals).
+    #[arg(long, env = "DS_WORKER_TIMEOUT_MS", default_value_t = 5000)]
     pub worker_timeout_ms: u64,
     /// How often running jobs are checked for a live owner.
     #[arg(long, env = "DS_RECONCILE_MS", default_value_t = 1000)]
     pub reconcile_ms: u64,
+    /// Move running jobs from workers above the fair share to those below, a few per
+    /// reconcile pass (stopped on the old worker first, started on the new one without adding
+    /// a run to their schedule).
+    #[arg(long, env = "DS_REBALANCE")]
+    pub rebalance: bool,
     /// How long a start or stop command waits for the worker's ack.
     #[arg(long, env = "DS_COMMAND_TIMEOUT_MS", default_value_t = 2000)]
     pub command_timeout_ms: u64,
@@ -171,6 +177,7 @@ impl Config {
                 worker_timeout: Duration::from_millis(cli.worker_timeout_ms),
                 reconcile_every: Duration::from_millis(cli.reconcile_ms),
                 command_timeout: Duration::from_millis(cli.command_timeout_ms),
+                rebalance: cli.rebalance,
             },
             rebuild: cli.rebuild,
             stream: StreamSettings {

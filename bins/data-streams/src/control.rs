@@ -1,8 +1,18 @@
 //! Job ownership: start and stop commands, worker heartbeats, and the reconciler that heals a
-//! lost owner, a lost message or a stale duplicate within a few heartbeats.
+//! lost owner, a lost message or a stale duplicate within a few heartbeats, and places jobs
+//! evenly over the live workers.
 //!
-//! The rules live in [`newsflow_core::ownership`]; this module only reads and writes the store,
-//! sends commands and keeps track of the tasks it spawns.
+//! The rules live in [`newsflow_core::ownership`] and [`newsflow_core::placement`]; this module
+//! only reads the store's job index, writes job records, sends commands and keeps track of the
+//! tasks it spawns.
+//!
+//! # Layout
+//! - this file: the shared bookkeeping, placement of starts, start and stop commands.
+//! - `heartbeats`: what a heartbeat says (a list, or a digest and a fetched list), adopt, fence.
+//! - `reconcile`: the periodic pass over the index, dead workers' jobs, rebalancing.
+
+mod heartbeats;
+mod reconcile;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -11,20 +21,20 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt as _, StreamExt as _};
-use newsflow_core::ownership::{
-    HeartbeatDecision, JobView, Now, OwnerView, Ownership, ReconcileDecision, Tick, WorkerView,
-};
-use newsflow_core::{JobId, JobState};
-use newsflow_nats::command::{self, CommandError};
+use futures::FutureExt as _;
+use newsflow_core::ownership::{JobView, OwnerView, Ownership, Tick, WorkerView};
+use newsflow_core::{placement, BatchId, JobId, JobState};
+use newsflow_nats::command::{self, Acked, CommandError};
 use newsflow_nats::subjects;
-use newsflow_nats::wire::{parse_capped, Ack, Heartbeat, StartJob, WorkerId, MAX_HEARTBEAT_BYTES};
-use tokio_util::sync::CancellationToken;
+use newsflow_nats::wire::{StartJob, WorkerId};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+pub use heartbeats::run_heartbeats;
+pub use reconcile::{run_reconciler, Plan};
+
 use crate::state::Shared;
-use crate::store::{JobRecord, WorkerRef};
+use crate::store::{IndexedJob, JobIndex, WorkerRef};
 
 /// How ownership is checked.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +45,8 @@ pub struct ControlSettings {
     pub reconcile_every: Duration,
     /// How long a command waits for its ack.
     pub command_timeout: Duration,
+    /// Whether running jobs move from workers above the fair share to those below.
+    pub rebalance: bool,
 }
 
 type Workers = HashMap<WorkerId, WorkerView>;
@@ -50,11 +62,18 @@ pub struct Control {
     /// it had a whole worker timeout to be heard again.
     connected_since: Mutex<Option<Tick>>,
     workers: Mutex<Workers>,
-    /// Jobs with a start in flight: one at a time per job.
+    /// Starts in flight per worker they are addressed to: a worker's load is its recorded
+    /// jobs plus these, so concurrent starts spread instead of all picking the same worker.
+    pending: Arc<Mutex<HashMap<WorkerId, u64>>>,
+    /// Jobs with a start (or a move) in flight: one at a time per job.
     starting: Arc<Mutex<HashSet<JobId>>>,
+    /// Moves in flight, a few at a time.
+    moving: Arc<Mutex<HashSet<JobId>>>,
     /// Fence stops in flight: a worker heartbeating faster than it acknowledges gets one stop
     /// per job, not one per heartbeat.
     fencing: Arc<Mutex<HashSet<(WorkerId, JobId)>>>,
+    /// Workers whose job list is being fetched: one fetch at a time per worker.
+    fetching: Arc<Mutex<HashSet<WorkerId>>>,
     /// Held across a job edit (store, stop the owner, start again), so concurrent edits
     /// apply one after the other and the last start carries the last stored spec.
     edits: tokio::sync::Mutex<()>,
@@ -90,12 +109,49 @@ impl<K: Eq + Hash> Drop for Claim<K> {
     }
 }
 
-/// The view of a stored job the rules read, with what was heard of its owner.
-fn job_view<'a>(record: &'a JobRecord, workers: &'a Workers) -> JobView<'a, WorkerId> {
+/// A start addressed to a worker, counted in its load until dropped.
+struct Pending {
+    loads: Arc<Mutex<HashMap<WorkerId, u64>>>,
+    worker: WorkerId,
+}
+
+impl Pending {
+    fn new(loads: &Arc<Mutex<HashMap<WorkerId, u64>>>, worker: WorkerId) -> Self {
+        *lock(loads).entry(worker.clone()).or_default() += 1;
+        Self {
+            loads: loads.clone(),
+            worker,
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut loads = lock(&self.loads);
+        if let Some(count) = loads.get_mut(&self.worker) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                loads.remove(&self.worker);
+            }
+        }
+    }
+}
+
+/// Why a job is started, which decides when its first run may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// A user created, resumed or edited it: the first run is at once.
+    Asked,
+    /// The reconciler or a move: one interval after its latest run, so no run is added.
+    Heal,
+}
+
+/// The view of an indexed job the rules read, with what was heard of its owner.
+fn job_view<'a>(id: &'a JobId, job: &'a IndexedJob, workers: &'a Workers) -> JobView<'a, WorkerId> {
     JobView {
-        id: record.spec.id(),
-        state: record.state,
-        owner: record.worker.as_ref().map(|owner| OwnerView {
+        id,
+        state: job.state,
+        owner: job.owner.as_ref().map(|owner| OwnerView {
             id: &owner.id,
             acked_at: owner.acked_at,
             heard: workers.get(&owner.id),
@@ -121,8 +177,11 @@ impl Control {
             origin: Instant::now(),
             connected_since: Mutex::default(),
             workers: Mutex::default(),
+            pending: Arc::default(),
             starting: Arc::default(),
+            moving: Arc::default(),
             fencing: Arc::default(),
+            fetching: Arc::default(),
             edits: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
         }
@@ -160,6 +219,28 @@ impl Control {
             .count()
     }
 
+    /// Each live worker's load: the running jobs recorded as its own plus starts in flight to
+    /// it. Locks the workers, then the pending starts (after the index the caller holds).
+    fn loads(&self, index: &JobIndex) -> Vec<(WorkerId, u64)> {
+        let now = self.tick();
+        let workers = self.workers();
+        let pending = lock(&self.pending);
+        workers
+            .iter()
+            .filter(|(_, view)| self.rules.is_alive(Some(view), now))
+            .map(|(worker, _)| {
+                let load = index.owned_count(worker) + pending.get(worker).copied().unwrap_or(0);
+                (worker.clone(), load)
+            })
+            .collect()
+    }
+
+    /// The least-loaded live worker, counted as starting one more job until the result drops.
+    fn place(&self, index: &JobIndex) -> Option<Pending> {
+        let worker = placement::least_loaded(self.loads(index))?;
+        Some(Pending::new(&self.pending, worker))
+    }
+
     /// Runs `task` on the tracker; a panic in it is logged instead of vanishing with the task.
     fn spawn(
         &self,
@@ -169,20 +250,34 @@ impl Control {
     ) {
         // Every line of the task names its job (JSON logs carry it in `span`).
         let span = tracing::info_span!("control", task = what, job_id = %job);
+        self.spawn_in(span, what, task);
+    }
+
+    /// Runs `task` on the tracker in `span`, logging a panic.
+    fn spawn_in(
+        &self,
+        span: tracing::Span,
+        what: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
         // Unwind safety: what the task shares is behind poison-tolerant locks whose every
         // change is a single insert or remove, and its claim is released by `Drop`.
         self.tasks.spawn(
             async move {
                 if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
-                    tracing::error!(%job, task = what, panic = panic_text(&*panic), "a control task panicked");
+                    tracing::error!(
+                        task = what,
+                        panic = panic_text(&*panic),
+                        "a control task panicked"
+                    );
                 }
             }
             .instrument(span),
         );
     }
 
-    /// Asks one worker to start `job` and records the acknowledging owner. `None` when no
-    /// worker took it (the reconciler tries again later).
+    /// Asks the least-loaded live worker to start `job` at once and records the acknowledging
+    /// owner. `None` when no worker took it (the reconciler tries again later).
     ///
     /// When another start of the job is in flight (the reconciler found it ownerless first),
     /// waits for that one, up to a command's time, and answers with its owner rather than
@@ -200,7 +295,9 @@ impl Control {
                         }
                     }
                 }
-                return self.start_inner(shared, client, job).await;
+                return self
+                    .start_inner(shared, client, job, Why::Asked, None)
+                    .await;
             }
             if tokio::time::Instant::now() >= deadline {
                 return shared.store.job(job).ok().flatten().and_then(|r| r.worker);
@@ -210,11 +307,15 @@ impl Control {
         }
     }
 
+    /// Starts `job` (its claim held by the caller) on `target`, or on the least-loaded live
+    /// worker, falling back to the queue group; records the owner that acknowledged.
     async fn start_inner(
         &self,
         shared: &Shared,
         client: &async_nats::Client,
         job: &JobId,
+        why: Why,
+        target: Option<Pending>,
     ) -> Option<WorkerRef> {
         let record = match shared.store.job(job) {
             Ok(Some(record)) if record.state == JobState::Running => record,
@@ -224,12 +325,27 @@ impl Control {
                 return None;
             }
         };
-        let acked = match command::send_start(
-            client,
-            &StartJob::now(record.spec),
-            self.settings.command_timeout,
-        )
-        .await
+        let interval = record.spec.interval().duration();
+        let not_before = match why {
+            Why::Asked => None,
+            Why::Heal => {
+                let started = match self.latest_run_start(shared, client, job).await {
+                    Ok(started) => started,
+                    Err(error) => {
+                        tracing::error!(%job, error = format!("{error:#}"), "reading a job's latest batch to start it");
+                        return None;
+                    }
+                };
+                placement::not_before(started, interval, newsflow_core::now_utc())
+            }
+        };
+        let mut command = StartJob {
+            job: record.spec,
+            not_before,
+        };
+        let acked = match self
+            .send_start(shared, client, &mut command, interval, target)
+            .await
         {
             Ok(acked) => acked,
             Err(error) => {
@@ -249,7 +365,7 @@ impl Control {
         self.workers()
             .entry(worker.clone())
             .or_insert_with(|| WorkerView::new(now))
-            .started(now, job.clone());
+            .started(now, job);
         let owner = WorkerRef {
             id: worker.clone(),
             acked_at: newsflow_core::now_utc(),
@@ -262,7 +378,7 @@ impl Control {
         });
         match updated {
             Ok(Some(r)) if r.state == JobState::Running => {
-                tracing::info!(%job, %worker, "worker acknowledged start");
+                tracing::info!(%job, %worker, not_before = ?command.not_before, "worker acknowledged start");
                 crate::events::job_changed(shared, job);
                 Some(owner)
             }
@@ -277,6 +393,77 @@ impl Control {
                 None
             }
         }
+    }
+
+    /// Sends `command` to the chosen worker's own start subject, falling back to the queue
+    /// group when no worker is known or the chosen one does not take it.
+    async fn send_start(
+        &self,
+        shared: &Shared,
+        client: &async_nats::Client,
+        command: &mut StartJob,
+        interval: Duration,
+        target: Option<Pending>,
+    ) -> Result<Acked, CommandError> {
+        let target = match target {
+            Some(target) => Some(target),
+            None => self.place(&shared.store.job_index()),
+        };
+        let timeout = self.settings.command_timeout;
+        if let Some(target) = target {
+            let worker = target.worker.clone();
+            match command::send_start_to(client, &worker, command, timeout).await {
+                Ok(acked) => return Ok(acked),
+                Err(CommandError::Timeout(_)) => {
+                    // It may have started the job and lost the ack: whoever takes it next
+                    // runs it no sooner than one interval from now, so no run is doubled.
+                    let later = newsflow_core::now_utc() + interval;
+                    command.not_before = Some(command.not_before.map_or(later, |t| t.max(later)));
+                    tracing::warn!(job = %command.job.id(), %worker, "the chosen worker did not answer a start; trying the queue group");
+                }
+                Err(error) => {
+                    tracing::debug!(job = %command.job.id(), %worker, %error, "the chosen worker did not take a start; trying the queue group")
+                }
+            }
+        }
+        command::send_start(client, command, timeout).await
+    }
+
+    /// When `job`'s latest run started: the newest batch id (a ULID stamped with its run's
+    /// start) in the store, or in the stream when the old owner's last messages are not
+    /// ingested yet. The stream is asked for the last article and the last marker of the job.
+    async fn latest_run_start(
+        &self,
+        shared: &Shared,
+        client: &async_nats::Client,
+        job: &JobId,
+    ) -> anyhow::Result<Option<time::OffsetDateTime>> {
+        let mut latest = shared.store.newest_batch(job)?.map(BatchId::timestamp_ms);
+        let stream = async_nats::jetstream::new(client.clone())
+            .get_stream_no_info(subjects::STREAM)
+            .await?;
+        for subject in [subjects::job_articles(job), subjects::job_batches(job)] {
+            let last = tokio::time::timeout(
+                self.settings.command_timeout,
+                stream.get_last_raw_message_by_subject(&subject),
+            )
+            .await;
+            match last {
+                Ok(Ok(message)) => {
+                    if let Some(data) = subjects::parse_data(message.subject.as_str()) {
+                        latest = latest.max(Some(data.batch.timestamp_ms()));
+                    }
+                }
+                // None published yet (or the stream lost them): the store's answer stands.
+                Ok(Err(error)) => {
+                    tracing::debug!(%job, %subject, %error, "no last message of the job in the stream")
+                }
+                Err(_) => {
+                    tracing::warn!(%job, %subject, "the stream did not say what the job published last in time")
+                }
+            }
+        }
+        Ok(latest.map(newsflow_core::from_unix_ms))
     }
 
     /// Tells `worker` to stop `job`; `true` when it acknowledged.
@@ -298,195 +485,6 @@ impl Control {
                 tracing::warn!(%job, %worker, %error, "stop command not acknowledged");
                 false
             }
-        }
-    }
-
-    /// What the rules say of `worker` reporting the job stored as `record`.
-    fn heartbeat_decision(
-        &self,
-        record: Option<&JobRecord>,
-        worker: &WorkerId,
-        now: Tick,
-    ) -> HeartbeatDecision {
-        let workers = self.workers();
-        let view = record.map(|r| job_view(r, &workers));
-        self.rules.on_heartbeat(view.as_ref(), worker, now)
-    }
-
-    /// Handles a heartbeat: remembers what the worker runs, then keeps, adopts or fences each
-    /// job it reports.
-    fn on_heartbeat(self: &Arc<Self>, shared: &Arc<Shared>, heartbeat: Heartbeat) {
-        let now = self.tick();
-        let worker = heartbeat.worker_id;
-        // A heartbeat without its list (a worker with many jobs) is handled from its digest.
-        let jobs = heartbeat.jobs.unwrap_or_default();
-        self.workers()
-            .entry(worker.clone())
-            .or_insert_with(|| WorkerView::new(now))
-            .heartbeat(now, jobs.iter().cloned());
-        for job in jobs {
-            let record = match shared.store.job(&job) {
-                Ok(record) => record,
-                Err(error) => {
-                    tracing::error!(%job, %worker, error = format!("{error:#}"), "reading a job a worker reports");
-                    continue;
-                }
-            };
-            match self.heartbeat_decision(record.as_ref(), &worker, now) {
-                HeartbeatDecision::Keep => {}
-                HeartbeatDecision::Adopt => self.adopt(shared, &job, &worker, now),
-                HeartbeatDecision::Fence(reason) => {
-                    let Some(claim) = Claim::take(&self.fencing, (worker.clone(), job.clone()))
-                    else {
-                        continue;
-                    };
-                    tracing::info!(%job, %worker, ?reason, "worker runs a job it should not; telling it to stop");
-                    let (control, shared, worker) = (self.clone(), shared.clone(), worker.clone());
-                    self.spawn("fence", job.clone(), async move {
-                        let _claim = claim;
-                        control.stop(&shared, &worker, &job).await;
-                    });
-                }
-            }
-        }
-    }
-
-    /// Records `worker` as the owner of `job`, if the fresh record still calls for it.
-    fn adopt(&self, shared: &Shared, job: &JobId, worker: &WorkerId, now: Tick) {
-        let adopted = WorkerRef {
-            id: worker.clone(),
-            acked_at: newsflow_core::now_utc(),
-        };
-        let mut changed = false;
-        let updated = shared.store.update_job(job, |r| {
-            // Decided again under the store's job lock: a start or another heartbeat may
-            // have given the job a live owner since it was read.
-            if self.heartbeat_decision(Some(&*r), worker, now) == HeartbeatDecision::Adopt {
-                r.worker = Some(adopted.clone());
-                r.updated_at = adopted.acked_at;
-                changed = true;
-            }
-        });
-        match updated {
-            Ok(_) if changed => {
-                tracing::info!(%job, %worker, "job adopted by the worker that runs it");
-                crate::events::job_changed(shared, job);
-            }
-            // Its next heartbeat is decided against the new owner.
-            Ok(_) => tracing::debug!(%job, %worker, "job got an owner before it could be adopted"),
-            Err(error) => {
-                tracing::error!(%job, %worker, error = format!("{error:#}"), "recording the adoption of a job")
-            }
-        }
-    }
-
-    /// One reconciliation pass: every running job without a live owner that runs it is
-    /// (re)started on some worker.
-    fn reconcile(self: &Arc<Self>, shared: &Arc<Shared>) {
-        let now = Now {
-            tick: self.tick(),
-            wall: newsflow_core::now_utc(),
-        };
-        let connected_since = {
-            let mut since = lock(&self.connected_since);
-            if !shared.nats_connected() {
-                *since = None;
-                return;
-            }
-            *since.get_or_insert(now.tick)
-        };
-        // With no live worker a start has no taker; a worker's first heartbeat ends this.
-        if self.alive_count() == 0 {
-            return;
-        }
-        let jobs = match shared.store.all_jobs() {
-            Ok(jobs) => jobs,
-            Err(error) => {
-                tracing::error!(error = format!("{error:#}"), "listing jobs to reconcile");
-                return;
-            }
-        };
-        for record in jobs {
-            let decision = {
-                let workers = self.workers();
-                self.rules
-                    .reconcile(&job_view(&record, &workers), now, connected_since)
-            };
-            let job = record.spec.id();
-            match decision {
-                ReconcileDecision::Fine => continue,
-                ReconcileDecision::Start => {}
-                ReconcileDecision::Reassign(lost) => {
-                    let Some(owner) = &record.worker else {
-                        continue;
-                    };
-                    tracing::warn!(%job, owner = %owner.id, ?lost, "job has no live owner running it; reassigning");
-                    let cleared = shared.store.update_job(job, |r| {
-                        if r.worker.as_ref().is_some_and(|w| w.id == owner.id) {
-                            r.worker = None;
-                        }
-                    });
-                    if let Err(error) = cleared {
-                        // Starting it elsewhere now could leave two owners; the next pass retries.
-                        tracing::error!(%job, owner = %owner.id, error = format!("{error:#}"), "clearing a lost owner");
-                        continue;
-                    }
-                    crate::events::job_changed(shared, job);
-                }
-            }
-            if lock(&self.starting).contains(job) {
-                continue;
-            }
-            let (control, shared, job) = (self.clone(), shared.clone(), job.clone());
-            self.spawn("start", job.clone(), async move {
-                control.start(&shared, &job).await;
-            });
-        }
-    }
-}
-
-/// Listens to heartbeats until `shutdown`.
-pub async fn run_heartbeats(
-    control: Arc<Control>,
-    shared: Arc<Shared>,
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-) {
-    let mut subscription = match client.subscribe(subjects::HEARTBEAT).await {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            tracing::error!(%error, "cannot subscribe to heartbeats; ownership will not heal");
-            return;
-        }
-    };
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => return,
-            message = subscription.next() => match message { Some(m) => m, None => return },
-        };
-        match parse_capped::<Heartbeat>(&message.payload, MAX_HEARTBEAT_BYTES) {
-            Ok(heartbeat) => control.on_heartbeat(&shared, heartbeat),
-            Err(error) => {
-                shared.metrics.invalid_heartbeats.inc();
-                tracing::warn!(%error, "ignoring an invalid heartbeat");
-                command::reply(&client, message.reply.as_ref(), &Ack::Err(error.to_info())).await;
-            }
-        }
-    }
-}
-
-/// Reconciles every `reconcile_every` until `shutdown`.
-pub async fn run_reconciler(
-    control: Arc<Control>,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(control.settings.reconcile_every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => control.reconcile(&shared),
         }
     }
 }

@@ -248,6 +248,7 @@ mod tests {
             worker_timeout: Duration::from_secs(15),
             reconcile_every: Duration::from_secs(5),
             command_timeout: Duration::from_secs(2),
+            rebalance: false,
         }));
         (
             router(AppState {

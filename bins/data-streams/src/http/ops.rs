@@ -13,7 +13,6 @@ use super::params::Params;
 use super::AppState;
 use crate::metrics::{set, StateLabels, CONTENT_TYPE};
 use crate::store::DeadLetter;
-use newsflow_core::JobState;
 
 /// `{"status":"ok"}`.
 #[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -97,27 +96,17 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     );
     set(&metrics.nats_connected, u64::from(shared.nats_connected()));
     set(&metrics.store_bytes, shared.store.size_on_disk());
-    match shared.store.all_jobs() {
-        Ok(jobs) => {
-            for (label, state) in [
-                ("running", JobState::Running),
-                ("stopped", JobState::Stopped),
-            ] {
-                let count = jobs.iter().filter(|job| job.state == state).count();
-                set(
-                    &metrics
-                        .jobs_by_state
-                        .get_or_create(&StateLabels { state: label }),
-                    count as u64,
-                );
-            }
-        }
-        Err(error) => {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "could not count jobs by state for /metrics"
-            )
-        }
+    let (all, running) = {
+        let index = shared.store.job_index();
+        (index.len(), index.running())
+    };
+    for (label, count) in [("running", running), ("stopped", all - running)] {
+        set(
+            &metrics
+                .jobs_by_state
+                .get_or_create(&StateLabels { state: label }),
+            count as u64,
+        );
     }
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.encode())
 }

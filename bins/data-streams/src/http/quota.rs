@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::Json;
 use newsflow_core::budget::{planned_requests, Ledger};
-use newsflow_core::{unix_ms, JobState};
+use newsflow_core::unix_ms;
 
 use super::error::{AppError, ErrorBody};
 use super::views::{KeyQuota, QuotaView, Warning};
@@ -42,18 +42,8 @@ pub fn warnings(state: &AppState) -> Result<Vec<Warning>, AppError> {
     if ledgers.is_empty() {
         return Ok(Vec::new());
     }
-    let running: Vec<(u32, u64)> = state
-        .shared
-        .store
-        .all_jobs()?
-        .into_iter()
-        .filter(|job| job.state == JobState::Running)
-        .map(|job| {
-            let interval = job.spec.interval().duration().as_millis();
-            let interval_ms = u64::try_from(interval).unwrap_or(u64::MAX);
-            (job.spec.max_pages().get(), interval_ms)
-        })
-        .collect();
+    // From the index's running aggregate: a handful of plan shapes, not a record per job.
+    let running: Vec<(u32, u64, u64)> = state.shared.store.job_index().running_plans().collect();
     let mut warnings: Vec<(String, Warning)> = ledgers
         .into_iter()
         .filter_map(|(fingerprint, ledger)| {
@@ -64,17 +54,21 @@ pub fn warnings(state: &AppState) -> Result<Vec<Warning>, AppError> {
     Ok(warnings.into_iter().map(|(_, warning)| warning).collect())
 }
 
-fn over_budget(fingerprint: &str, ledger: &Ledger, running: &[(u32, u64)]) -> Option<Warning> {
+/// `running` is `(max_pages, interval_ms, how many jobs)` of the running jobs.
+fn over_budget(fingerprint: &str, ledger: &Ledger, running: &[(u32, u64, u64)]) -> Option<Warning> {
     let window_ms = ledger.window_secs.saturating_mul(1000);
     let planned: u64 = running
         .iter()
-        .map(|(pages, interval_ms)| planned_requests(*pages, *interval_ms, window_ms))
+        .map(|&(pages, interval_ms, jobs)| {
+            planned_requests(pages, interval_ms, window_ms).saturating_mul(jobs)
+        })
         .sum();
+    let jobs: u64 = running.iter().map(|&(_, _, jobs)| jobs).sum();
     (ledger.budget > 0 && planned > u64::from(ledger.budget)).then(|| Warning {
         code: "over_budget".to_owned(),
         message: format!(
             "the {} running job(s) plan {planned} NewsAPI requests per {} s, but the request budget of key {fingerprint} is {}: runs will be skipped in turn (each job keeps a fair share) until intervals are longer or max_pages lower (see the README, \"Sizing intervals\")",
-            running.len(),
+            jobs,
             ledger.window_secs,
             ledger.budget
         ),
@@ -99,7 +93,7 @@ mod tests {
     fn jobs_planning_more_than_the_budget_get_a_warning_naming_the_key_and_figures() {
         let ledger = Ledger::new(50, 43_200);
         // Two jobs at the default 5 minutes, one page: 144 requests each per 12 hours.
-        let running = [(1, 300_000), (1, 300_000)];
+        let running = [(1, 300_000, 2)];
 
         let warning = over_budget("0123456789abcdef", &ledger, &running).expect("over budget");
 
@@ -118,7 +112,7 @@ mod tests {
     fn jobs_within_the_budget_get_no_warning() {
         let ledger = Ledger::new(50, 43_200);
         // Every hour, two pages: 24 per 12 hours; plus one daily job: 1.
-        let running = [(2, 3_600_000), (1, 86_400_000)];
+        let running = [(2, 3_600_000, 1), (1, 86_400_000, 1)];
         assert_eq!(over_budget("f", &ledger, &running), None);
     }
 }

@@ -79,6 +79,7 @@ impl Api {
             worker_timeout: Duration::from_secs(15),
             reconcile_every: Duration::from_secs(5),
             command_timeout: Duration::from_secs(2),
+            rebalance: false,
         }));
         Self {
             router: router(AppState { shared, control }),

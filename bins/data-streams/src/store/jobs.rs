@@ -1,16 +1,49 @@
-//! Job records: created, changed and read by the API and the reconciler. Read-modify-write
-//! goes through one lock (held only around synchronous sled calls, never across `.await`).
+//! Job records: created, changed and read by the API and the reconciler. Every write goes
+//! through one lock (held only around synchronous sled calls, never across `.await`) and
+//! changes the in-memory [`JobIndex`] right after the tree, under the same lock.
+
+use std::sync::{MutexGuard, PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
 use anyhow::Context as _;
 use newsflow_core::JobId;
 
-use super::{decode, encode, JobRecord, JobStatus, Store};
+use super::{decode, encode, JobIndex, JobRecord, JobStatus, Store};
+
+/// The index of every record in `jobs`, built when the store opens.
+pub(super) fn load_index(jobs: &sled::Tree) -> anyhow::Result<JobIndex> {
+    let mut index = JobIndex::default();
+    for value in jobs.iter().values() {
+        index.put(&decode(&value.context("loading the job index")?, "job")?);
+    }
+    Ok(index)
+}
 
 impl Store {
+    /// The job lock: every job write holds it from reading to indexing.
+    fn lock_jobs(&self) -> MutexGuard<'_, ()> {
+        self.job_lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn index_mut(&self) -> RwLockWriteGuard<'_, JobIndex> {
+        // Each index change is applied whole before the guard drops, so a poisoned lock
+        // still guards a consistent index.
+        self.job_index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The in-memory index of every job. Hold it briefly, and never while writing a job.
+    pub fn job_index(&self) -> RwLockReadGuard<'_, JobIndex> {
+        self.job_index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Stores a new job; `false` when the id is taken.
     pub fn create_job(&self, record: &JobRecord) -> anyhow::Result<bool> {
         let _call = self.watched("create job");
         let value = encode(record)?;
+        let _guard = self.lock_jobs();
         let swapped = self
             .jobs
             .compare_and_swap(
@@ -19,7 +52,23 @@ impl Store {
                 Some(value),
             )
             .context("creating a job record")?;
+        if swapped.is_ok() {
+            self.index_mut().put(record);
+        }
         Ok(swapped.is_ok())
+    }
+
+    /// Deletes a job's record; `false` when there was none.
+    pub fn remove_job(&self, id: &JobId) -> anyhow::Result<bool> {
+        let _call = self.watched("remove job");
+        let _guard = self.lock_jobs();
+        let existed = self
+            .jobs
+            .remove(id.as_str())
+            .context("deleting a job")?
+            .is_some();
+        self.index_mut().remove(id);
+        Ok(existed)
     }
 
     /// Whether a job exists (cheaper than reading it).
@@ -48,10 +97,7 @@ impl Store {
         change: impl FnOnce(&mut JobRecord),
     ) -> anyhow::Result<Option<JobRecord>> {
         let _call = self.watched("update job");
-        let _guard = self
-            .job_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self.lock_jobs();
         let Some(mut record) = self.job(id)? else {
             return Ok(None);
         };
@@ -59,6 +105,7 @@ impl Store {
         self.jobs
             .insert(id.as_str(), encode(&record)?)
             .context("updating a job record")?;
+        self.index_mut().put(&record);
         Ok(Some(record))
     }
 
@@ -86,7 +133,7 @@ impl Store {
         Ok((jobs, false))
     }
 
-    /// Every job, for the reconciler (jobs are few compared with articles).
+    /// Every job, decoded: O(jobs), for tests and tools; the control side reads the index.
     pub fn all_jobs(&self) -> anyhow::Result<Vec<JobRecord>> {
         let _call = self.watched("all jobs");
         self.jobs
@@ -98,8 +145,7 @@ impl Store {
 
     /// How many jobs exist.
     pub fn job_count(&self) -> usize {
-        let _call = self.watched("job count");
-        self.jobs.len()
+        self.job_index().len()
     }
 
     /// What ingest learned about a job (empty when nothing yet).

@@ -25,6 +25,7 @@
 //! - [`retention`]: pruning a job's batches beyond its `keep_batches`, abandoning markerless ones.
 //! - `feed`: the cross-job feed's keys.
 //! - `jobs`: job records, written by the API and the reconciler.
+//! - [`job_index`]: the in-memory index of job records every job write keeps in step.
 //! - `read`: the API's reads.
 //! - `records`: the stored records.
 
@@ -32,6 +33,7 @@ pub mod durability;
 pub mod events;
 mod feed;
 pub mod ingest;
+pub mod job_index;
 mod jobs;
 #[cfg(test)]
 mod late_articles;
@@ -53,6 +55,7 @@ use newsflow_core::{BatchId, JobId};
 
 pub use durability::{CallGuard, Stall, StallWatch};
 pub use ingest::{Ingest, Parsed};
+pub use job_index::{IndexedJob, JobIndex, Owned};
 pub use read::{ArticlePage, FeedFilter, StoredJson};
 pub use records::{
     BatchRecord, DeadLetter, JobRecord, JobStatus, LastError, LatestBatch, MarkerRecord, WorkerRef,
@@ -76,6 +79,8 @@ pub struct Store {
     batch_events: sled::Tree,
     event_clock: events::EventClock,
     job_lock: Arc<std::sync::Mutex<()>>,
+    /// Every job record in memory, changed under `job_lock` by each job write.
+    job_index: Arc<std::sync::RwLock<JobIndex>>,
     flusher: durability::Flusher,
     watch: Arc<StallWatch>,
 }
@@ -106,10 +111,13 @@ impl Store {
                 .with_context(|| format!("opening the sled tree {name}"))
         };
         let batch_events = tree("batch_events")?;
+        let jobs = tree("jobs")?;
+        let job_index = Arc::new(std::sync::RwLock::new(jobs::load_index(&jobs)?));
         Ok(Self {
             event_clock: Self::event_clock_from(&batch_events)?,
             batch_events,
-            jobs: tree("jobs")?,
+            jobs,
+            job_index,
             job_status: tree("job_status")?,
             batches: tree("batches")?,
             articles: tree("articles")?,

@@ -126,12 +126,7 @@ impl Ingest {
             .job_status
             .remove(job.as_str())
             .context("deleting a job status")?;
-        let existed = self
-            .store
-            .jobs
-            .remove(job.as_str())
-            .context("deleting a job")?
-            .is_some();
+        let existed = self.store.remove_job(job)?;
         self.store.flush().await?;
         Ok(existed)
     }
