@@ -78,6 +78,19 @@ pub struct Cli {
     /// its articles deleted. Default: three of its job's intervals, at least 10 minutes.
     #[arg(long, env = "DS_ABANDON_AFTER_SECS")]
     pub abandon_after_secs: Option<u64>,
+    /// How long the control lease lives without renewal: a read replica takes control about
+    /// this long after the controlling instance died (the holder renews every quarter of it).
+    /// Only the first instance to create the bucket `newsflow_control` sets it.
+    #[arg(long, env = "DS_LEASE_MS", default_value_t = 3000)]
+    pub lease_ms: u64,
+    /// This instance's id in the control lease; unique per instance. Default: generated once
+    /// and kept in the data directory (`instance-id`), so a restarted instance is itself.
+    #[arg(long, env = "DS_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// The URL of this instance's HTTP API that the control lease advertises (for operators:
+    /// which instance controls). Default: `http://<--http-addr as bound>`.
+    #[arg(long, env = "DS_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// Test hook: every store flush is held while this file exists (shows the watchdog).
     #[arg(long, env = "DS_TEST_HOLD_FLUSHES_WHILE", hide = true)]
     pub test_hold_flushes_while: Option<PathBuf>,
@@ -121,6 +134,12 @@ pub struct Config {
     pub hold_flushes_while: Option<PathBuf>,
     /// What jobs keep, and when a markerless batch is abandoned.
     pub retention: Retention,
+    /// The control lease's life.
+    pub lease_life: Duration,
+    /// `--instance-id`, when given.
+    pub instance_id: Option<String>,
+    /// `--advertise-url`, when given.
+    pub advertise_url: Option<String>,
 }
 
 impl Config {
@@ -157,6 +176,20 @@ impl Config {
             cli.max_body_bytes >= 1024,
             "--max-body-bytes must be at least 1024"
         );
+        anyhow::ensure!(
+            (1000..=60_000).contains(&cli.lease_ms),
+            "--lease-ms must be 1000 to 60000"
+        );
+        if let Some(id) = &cli.instance_id {
+            anyhow::ensure!(
+                !id.is_empty()
+                    && id.len() <= 128
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                "--instance-id must be 1 to 128 letters, digits, '-', '_' or '.'"
+            );
+        }
         let default_keep = newsflow_core::KeepBatches::new(cli.keep_batches)
             .map_err(|_| anyhow::anyhow!("--keep-batches must be 1 to 1000"))?;
         anyhow::ensure!(
@@ -191,6 +224,9 @@ impl Config {
                 default_keep,
                 abandon_after: cli.abandon_after_secs.map(Duration::from_secs),
             },
+            lease_life: Duration::from_millis(cli.lease_ms),
+            instance_id: cli.instance_id,
+            advertise_url: cli.advertise_url,
         };
         Ok((config, cli.http_addr, cli.log_format))
     }

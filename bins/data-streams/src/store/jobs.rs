@@ -19,6 +19,9 @@ impl Store {
                 Some(value),
             )
             .context("creating a job record")?;
+        if swapped.is_ok() {
+            self.changes.changed(record.spec.id());
+        }
         Ok(swapped.is_ok())
     }
 
@@ -59,6 +62,7 @@ impl Store {
         self.jobs
             .insert(id.as_str(), encode(&record)?)
             .context("updating a job record")?;
+        self.changes.changed(id);
         Ok(Some(record))
     }
 

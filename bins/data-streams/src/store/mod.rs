@@ -25,9 +25,11 @@
 //! - [`retention`]: pruning a job's batches beyond its `keep_batches`, abandoning markerless ones.
 //! - `feed`: the cross-job feed's keys.
 //! - `jobs`: job records, written by the API and the reconciler.
+//! - [`changes`]: which job records changed, for the publisher that copies them to replicas.
 //! - `read`: the API's reads.
 //! - `records`: the stored records.
 
+pub mod changes;
 pub mod durability;
 pub mod events;
 mod feed;
@@ -76,6 +78,7 @@ pub struct Store {
     batch_events: sled::Tree,
     event_clock: events::EventClock,
     job_lock: Arc<std::sync::Mutex<()>>,
+    changes: Arc<changes::JobChanges>,
     flusher: durability::Flusher,
     watch: Arc<StallWatch>,
 }
@@ -121,6 +124,7 @@ impl Store {
             pruning: tree("pruning")?,
             db,
             job_lock: Default::default(),
+            changes: Arc::default(),
             flusher,
             watch,
         })
@@ -130,6 +134,11 @@ impl Store {
     /// shared with every other caller waiting at the time).
     pub async fn flush(&self) -> anyhow::Result<()> {
         Ok(self.flusher.flush().await?)
+    }
+
+    /// The job records changed and not yet published to read replicas.
+    pub fn job_changes(&self) -> &Arc<changes::JobChanges> {
+        &self.changes
     }
 
     /// The flushes and store calls in progress, for the watchdog.

@@ -132,6 +132,9 @@ impl Ingest {
             .remove(job.as_str())
             .context("deleting a job")?
             .is_some();
+        if existed {
+            self.store.changes.changed(job);
+        }
         self.store.flush().await?;
         Ok(existed)
     }
