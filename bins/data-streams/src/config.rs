@@ -78,6 +78,10 @@ pub struct Cli {
     /// its articles deleted. Default: three of its job's intervals, at least 10 minutes.
     #[arg(long, env = "DS_ABANDON_AFTER_SECS")]
     pub abandon_after_secs: Option<u64>,
+    /// The name of this instance's durable consumer of the NEWS stream: every data-streams
+    /// sharing a stream (read replicas) needs its own.
+    #[arg(long, env = "DS_CONSUMER_NAME", default_value = "data-streams")]
+    pub consumer_name: String,
     /// How long the control lease lives without renewal: a read replica takes control about
     /// this long after the controlling instance died (the holder renews every quarter of it).
     /// Only the first instance to create the bucket `newsflow_control` sets it.
@@ -134,6 +138,8 @@ pub struct Config {
     pub hold_flushes_while: Option<PathBuf>,
     /// What jobs keep, and when a markerless batch is abandoned.
     pub retention: Retention,
+    /// The durable consumer's name.
+    pub consumer_name: String,
     /// The control lease's life.
     pub lease_life: Duration,
     /// `--instance-id`, when given.
@@ -180,6 +186,15 @@ impl Config {
             (1000..=60_000).contains(&cli.lease_ms),
             "--lease-ms must be 1000 to 60000"
         );
+        anyhow::ensure!(
+            !cli.consumer_name.is_empty()
+                && cli.consumer_name.len() <= 64
+                && cli
+                    .consumer_name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)),
+            "--consumer-name must be 1 to 64 letters, digits, '-' or '_'"
+        );
         if let Some(id) = &cli.instance_id {
             anyhow::ensure!(
                 !id.is_empty()
@@ -224,6 +239,7 @@ impl Config {
                 default_keep,
                 abandon_after: cli.abandon_after_secs.map(Duration::from_secs),
             },
+            consumer_name: cli.consumer_name,
             lease_life: Duration::from_millis(cli.lease_ms),
             instance_id: cli.instance_id,
             advertise_url: cli.advertise_url,

@@ -118,7 +118,7 @@ pub async fn run(
         commands,
         groups,
         shared: shared.clone(),
-        settings: ConsumerSettings::default(),
+        settings: consumer_settings(&config),
         sweep_every: sweep_period(config.retention.abandon_after),
     };
     supervisor.spawn("store writer", writer.run(shutdown.clone()));
@@ -234,6 +234,14 @@ fn open_store(
     }
 }
 
+/// The durable consumer's settings, under this instance's consumer name.
+fn consumer_settings(config: &Config) -> ConsumerSettings {
+    ConsumerSettings {
+        durable: config.consumer_name.clone(),
+        ..ConsumerSettings::default()
+    }
+}
+
 /// This instance's id kept in `dir/instance-id`, generated on the first start.
 fn kept_instance_id(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("instance-id");
@@ -301,7 +309,7 @@ async fn background(
             anyhow::bail!("provisioning the NEWS stream: {gave_up}")
         }
     };
-    let consumer_settings = ConsumerSettings::default();
+    let consumer_settings = consumer_settings(&config);
     if config.rebuild {
         match delete_consumer(&stream, &consumer_settings.durable).await {
             Ok(()) => tracing::info!("durable consumer reset; consuming the stream from its start"),
