@@ -74,7 +74,12 @@ async fn a_replica_serves_the_same_jobs_forwards_changes_and_takes_control_when_
     let mut creates = tokio::task::JoinSet::new();
     let ids: Vec<String> = (1..=8).map(|n| format!("rep-{n}")).collect();
     for (n, id) in ids.iter().enumerate() {
-        let api = if n % 2 == 0 { &first } else { &replica }.clone();
+        let api = if n.is_multiple_of(2) {
+            &first
+        } else {
+            &replica
+        }
+        .clone();
         let id = id.clone();
         creates.spawn(async move { (id.clone(), api.create_job(&job(&id)).await) });
     }
@@ -306,7 +311,7 @@ async fn contend(
         }
         let end = match end {
             Some(end) => end,
-            None if round % 2 == 0 => {
+            None if round.is_multiple_of(2) => {
                 let end = Instant::now().min(valid_until);
                 lease.release(revision).await;
                 end
