@@ -24,6 +24,7 @@ use crate::state::Shared;
 #[derive(Default)]
 pub struct Role {
     controls: AtomicBool,
+    settled: AtomicBool,
     holder: RwLock<Option<Holder>>,
 }
 
@@ -31,6 +32,12 @@ impl Role {
     /// Whether this instance holds the lease and runs the control tasks.
     pub fn controls(&self) -> bool {
         self.controls.load(Ordering::Acquire)
+    }
+
+    /// Whether this instance has tried for the lease at least once, so it knows whether it
+    /// controls: until then a job change would be forwarded for nothing.
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
     }
 
     /// The holder last seen (this instance when it controls).
@@ -45,11 +52,13 @@ impl Role {
     /// with no NATS.
     pub fn control_alone(&self) {
         self.controls.store(true, Ordering::Release);
+        self.settled.store(true, Ordering::Release);
     }
 
     fn set(&self, controls: bool, holder: Option<Holder>) {
         *self.holder.write().unwrap_or_else(PoisonError::into_inner) = holder;
         self.controls.store(controls, Ordering::Release);
+        self.settled.store(true, Ordering::Release);
     }
 }
 
@@ -126,7 +135,10 @@ pub async fn run(context: Context, shutdown: CancellationToken) -> anyhow::Resul
                     }
                     context.shared.role.set(false, holder);
                 }
-                Err(error) => tracing::warn!(%error, "could not contend for the control lease"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not contend for the control lease");
+                    context.shared.role.set(false, None);
+                }
             }
         }
         tokio::select! {

@@ -70,6 +70,9 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if !consumer_bound {
         down.push("the stream consumer is not bound".to_owned());
     }
+    if !state.shared.role.is_settled() {
+        down.push("this instance has not yet tried for the control lease".to_owned());
+    }
     let jobs_current = state.shared.jobs.is_current();
     if !jobs_current {
         down.push("the job records are not caught up with the newsflow_jobs bucket".to_owned());
