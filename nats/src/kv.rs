@@ -7,7 +7,12 @@
 //! - [`DEDUPE_BUCKET`]: each deduping job's memory of its last complete batches' article ids,
 //!   written by the worker that ran the batch.
 //!
-//! Both keep one value per key (history 1) on file storage, replicated like the stream.
+//! - [`JOBS_BUCKET`]: every job record (its JSON) by job id, written by the data-streams
+//!   instance that controls jobs and followed by every other one (read replicas);
+//! - [`CONTROL_BUCKET`]: the control lease, one key whose value names the instance that
+//!   controls jobs; its `max_age` is the lease's life.
+//!
+//! All keep one value per key (history 1) on file storage, replicated like the stream.
 
 use async_nats::jetstream::{self, kv};
 
@@ -17,6 +22,11 @@ pub const BUDGET_BUCKET: &str = "newsflow_budget";
 pub const PLANS_BUCKET: &str = "newsflow_plans";
 /// Dedupe memory by job id: the article ids of the job's last complete batches.
 pub const DEDUPE_BUCKET: &str = "newsflow_dedupe";
+
+/// Job records by job id, written by the controlling data-streams.
+pub const JOBS_BUCKET: &str = "newsflow_jobs";
+/// The control lease (see data-streams' `lease` module).
+pub const CONTROL_BUCKET: &str = "newsflow_control";
 
 /// Why a bucket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +51,18 @@ pub async fn open_bucket(
     description: &str,
     replicas: usize,
 ) -> Result<kv::Store, BucketError> {
+    open_expiring_bucket(js, bucket, description, replicas, std::time::Duration::ZERO).await
+}
+
+/// [`open_bucket`] for a bucket whose values expire `max_age` after they were written (zero:
+/// never). Only the creator's `max_age` counts: an existing bucket is opened as it is.
+pub async fn open_expiring_bucket(
+    js: &jetstream::Context,
+    bucket: &'static str,
+    description: &str,
+    replicas: usize,
+    max_age: std::time::Duration,
+) -> Result<kv::Store, BucketError> {
     let error = |source: async_nats::Error| BucketError { bucket, source };
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
@@ -56,6 +78,7 @@ pub async fn open_bucket(
         allow_rollup: true,
         deny_delete: true,
         allow_direct: true,
+        max_age,
         ..Default::default()
     })
     .await

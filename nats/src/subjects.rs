@@ -10,6 +10,9 @@ pub const START: &str = "news.ctl.start";
 pub const WORKERS_QUEUE: &str = "workers";
 /// Worker heartbeats.
 pub const HEARTBEAT: &str = "news.ctl.heartbeat";
+/// Job-changing HTTP requests a read replica forwards to the data-streams that controls jobs
+/// (request-reply; only the lease holder subscribes).
+pub const CONTROL_API: &str = "news.ctl.api";
 /// Everything under the control prefix.
 pub const CONTROL_WILDCARD: &str = "news.ctl.>";
 /// The stream.

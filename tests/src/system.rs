@@ -127,6 +127,7 @@ impl SystemBuilder {
         let mut system = System {
             workers: Vec::new(),
             data_streams: None,
+            replicas: Vec::new(),
             mock: None,
             retired: Vec::new(),
             nats,
@@ -160,6 +161,7 @@ struct WorkerSlot {
 pub struct System {
     workers: Vec<WorkerSlot>,
     data_streams: Option<Proc>,
+    replicas: Vec<WorkerSlot>,
     mock: Option<Proc>,
     retired: Vec<Proc>,
     nats: Option<NatsServer>,
@@ -253,13 +255,19 @@ impl System {
             self.data_streams.is_none(),
             "data-streams is already running"
         );
+        let spec = self.data_streams_spec("data-streams", &self.data_dir, extra);
+        self.data_streams = Some(Proc::spawn(spec).await);
+        self.api().wait_ready(DS_READY_WITHIN).await;
+    }
+
+    fn data_streams_spec(&self, name: &str, data_dir: &Path, extra: &[&str]) -> Spec {
         let mut args: Vec<String> = vec![
             "--http-addr".into(),
             "127.0.0.1:0".into(),
             "--nats-url".into(),
             self.nats_url(),
             "--data-dir".into(),
-            self.data_dir.display().to_string(),
+            data_dir.display().to_string(),
         ];
         args.extend(FAST_DS_ARGS.iter().map(|s| (*s).to_owned()));
         if let Some(token) = &self.builder.api_token {
@@ -267,11 +275,62 @@ impl System {
         }
         args.extend(self.builder.ds_args.iter().cloned());
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let spec = self
-            .spec(Program::DataStreams, "data-streams", args)
-            .ready_when("data-streams listening on http://");
-        self.data_streams = Some(Proc::spawn(spec).await);
-        self.api().wait_ready(DS_READY_WITHIN).await;
+        self.spec(Program::DataStreams, name, args)
+            .ready_when("data-streams listening on http://")
+    }
+
+    /// Starts (or restarts) a second data-streams named `name` on the same broker, as a read
+    /// replica: its own data dir (`<dir>/<name>`) and durable consumer (`--consumer-name
+    /// <name>`), the builder's flags and `extra`; waits for `GET /readyz` = 200.
+    pub async fn start_replica(&mut self, name: &str, extra: &[&str]) {
+        if let Some(slot) = self.replicas.iter().find(|slot| slot.id == name) {
+            assert!(slot.proc.is_none(), "replica {name} is already running");
+        }
+        let data_dir = self.dir().join(name);
+        let mut args = vec!["--consumer-name", name];
+        args.extend_from_slice(extra);
+        let spec = self.data_streams_spec(name, &data_dir, &args);
+        let proc = Proc::spawn(spec).await;
+        let api = self.api_at(&proc.http_addr());
+        match self.replicas.iter_mut().find(|slot| slot.id == name) {
+            Some(slot) => slot.proc = Some(proc),
+            None => self.replicas.push(WorkerSlot {
+                id: name.to_owned(),
+                proc: Some(proc),
+            }),
+        }
+        api.wait_ready(DS_READY_WITHIN).await;
+    }
+
+    /// A client of the replica `name` (with the API token, when one is set).
+    pub fn replica_api(&self, name: &str) -> Api {
+        let proc = self
+            .replicas
+            .iter()
+            .find(|slot| slot.id == name)
+            .and_then(|slot| slot.proc.as_ref())
+            .unwrap_or_else(|| panic!("replica {name} is not running"));
+        self.api_at(&proc.http_addr())
+    }
+
+    /// Kills the replica `name` with SIGKILL.
+    pub fn kill_replica(&mut self, name: &str) {
+        let mut proc = self
+            .replicas
+            .iter_mut()
+            .find(|slot| slot.id == name)
+            .and_then(|slot| slot.proc.take())
+            .unwrap_or_else(|| panic!("replica {name} is not running"));
+        proc.kill9();
+        self.retired.push(proc);
+    }
+
+    fn api_at(&self, addr: &str) -> Api {
+        let api = Api::new(addr);
+        match &self.builder.api_token {
+            Some(token) => api.with_token(token.clone()),
+            None => api,
+        }
     }
 
     /// Sends SIGTERM to data-streams and returns its exit status.
@@ -434,6 +493,7 @@ impl System {
             .iter()
             .filter_map(|slot| slot.proc.as_ref())
             .chain(self.data_streams.as_ref())
+            .chain(self.replicas.iter().filter_map(|slot| slot.proc.as_ref()))
             .chain(self.mock.as_ref())
             .chain(self.retired.iter());
         for proc in procs {
@@ -451,6 +511,9 @@ impl Drop for System {
             slot.proc.take();
         }
         self.data_streams.take();
+        for slot in &mut self.replicas {
+            slot.proc.take();
+        }
         self.mock.take();
         self.retired.clear();
         self.nats.take();

@@ -84,6 +84,23 @@ pub struct Cli {
     /// its articles deleted. Default: three of its job's intervals, at least 10 minutes.
     #[arg(long, env = "DS_ABANDON_AFTER_SECS")]
     pub abandon_after_secs: Option<u64>,
+    /// The name of this instance's durable consumer of the NEWS stream: every data-streams
+    /// sharing a stream (read replicas) needs its own.
+    #[arg(long, env = "DS_CONSUMER_NAME", default_value = "data-streams")]
+    pub consumer_name: String,
+    /// How long the control lease lives without renewal: a read replica takes control about
+    /// this long after the controlling instance died (the holder renews every quarter of it).
+    /// Only the first instance to create the bucket `newsflow_control` sets it.
+    #[arg(long, env = "DS_LEASE_MS", default_value_t = 3000)]
+    pub lease_ms: u64,
+    /// This instance's id in the control lease; unique per instance. Default: generated once
+    /// and kept in the data directory (`instance-id`), so a restarted instance is itself.
+    #[arg(long, env = "DS_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// The URL of this instance's HTTP API that the control lease advertises (for operators:
+    /// which instance controls). Default: `http://<--http-addr as bound>`.
+    #[arg(long, env = "DS_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// Test hook: every store flush is held while this file exists (shows the watchdog).
     #[arg(long, env = "DS_TEST_HOLD_FLUSHES_WHILE", hide = true)]
     pub test_hold_flushes_while: Option<PathBuf>,
@@ -127,6 +144,14 @@ pub struct Config {
     pub hold_flushes_while: Option<PathBuf>,
     /// What jobs keep, and when a markerless batch is abandoned.
     pub retention: Retention,
+    /// The durable consumer's name.
+    pub consumer_name: String,
+    /// The control lease's life.
+    pub lease_life: Duration,
+    /// `--instance-id`, when given.
+    pub instance_id: Option<String>,
+    /// `--advertise-url`, when given.
+    pub advertise_url: Option<String>,
 }
 
 impl Config {
@@ -163,6 +188,29 @@ impl Config {
             cli.max_body_bytes >= 1024,
             "--max-body-bytes must be at least 1024"
         );
+        anyhow::ensure!(
+            (1000..=60_000).contains(&cli.lease_ms),
+            "--lease-ms must be 1000 to 60000"
+        );
+        anyhow::ensure!(
+            !cli.consumer_name.is_empty()
+                && cli.consumer_name.len() <= 64
+                && cli
+                    .consumer_name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)),
+            "--consumer-name must be 1 to 64 letters, digits, '-' or '_'"
+        );
+        if let Some(id) = &cli.instance_id {
+            anyhow::ensure!(
+                !id.is_empty()
+                    && id.len() <= 128
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+                "--instance-id must be 1 to 128 letters, digits, '-', '_' or '.'"
+            );
+        }
         let default_keep = newsflow_core::KeepBatches::new(cli.keep_batches)
             .map_err(|_| anyhow::anyhow!("--keep-batches must be 1 to 1000"))?;
         anyhow::ensure!(
@@ -198,6 +246,10 @@ impl Config {
                 default_keep,
                 abandon_after: cli.abandon_after_secs.map(Duration::from_secs),
             },
+            consumer_name: cli.consumer_name,
+            lease_life: Duration::from_millis(cli.lease_ms),
+            instance_id: cli.instance_id,
+            advertise_url: cli.advertise_url,
         };
         Ok((config, cli.http_addr, cli.log_format))
     }

@@ -187,6 +187,13 @@ impl Control {
         }
     }
 
+    /// Forgets since when NATS is connected, for an instance that starts controlling: it
+    /// heard no heartbeat while it did not, so every worker gets a whole worker timeout to be
+    /// heard before its jobs are judged lost.
+    pub fn forget_connection(&self) {
+        *lock(&self.connected_since) = None;
+    }
+
     /// The lock a job edit holds from storing the new spec until its owner runs it.
     pub fn edits(&self) -> &tokio::sync::Mutex<()> {
         &self.edits

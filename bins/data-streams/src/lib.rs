@@ -7,6 +7,9 @@
 //! - [`store`]: the sled store (jobs, batches, articles, feed, dead letters).
 //! - [`consumer`]: the ingest task: group commit (apply, flush, ack).
 //! - [`control`]: start/stop commands, heartbeats, the ownership reconciler.
+//! - [`lease`]: the control lease in the `newsflow_control` bucket.
+//! - [`controller`]: contending for the lease; the control tasks run only while it is held.
+//! - [`replicate`]: job records published to the `newsflow_jobs` bucket and applied from it.
 //! - [`events`]: live batch and job events fanned out to SSE streams.
 //! - [`http`]: routes, errors, OpenAPI.
 //! - [`metrics`]: the Prometheus registry behind `/metrics`, and the consumer-lag poller.
@@ -17,10 +20,13 @@
 pub mod config;
 pub mod consumer;
 pub mod control;
+pub mod controller;
 pub mod events;
 pub mod http;
+pub mod lease;
 pub mod metrics;
 pub mod mirror;
+pub mod replicate;
 pub mod state;
 pub mod store;
 pub mod tasks;
@@ -31,7 +37,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use futures::FutureExt as _;
 use newsflow_core::retry::Backoff;
 use newsflow_nats::stream::{delete_consumer, ensure_stream, ConsumerSettings};
 use newsflow_runtime::retry::{retry, Failure, RetryError, RetryPolicy};
@@ -68,6 +73,10 @@ pub async fn run(
         store.flush().await?;
         tracing::info!("store cleared of stream data; it will be rebuilt from the stream");
     }
+    let instance_id = match &config.instance_id {
+        Some(id) => id.clone(),
+        None => kept_instance_id(&config.data_dir)?,
+    };
     let ingest = Ingest::new(store.clone())?.with_retention(config.retention);
     let (commands_tx, commands) = mpsc::channel(64);
     let shared = Arc::new(Shared::new(
@@ -88,13 +97,28 @@ pub async fn run(
         .local_addr()
         .context("reading the listener's address")?;
     let supervisor = Supervisor::new(shared.clone(), shutdown.clone());
+    http::forward::set_timing(http::forward::ForwardTiming::new(
+        config.lease_life,
+        config.control.command_timeout,
+    ));
+    let app = http::router(http::AppState {
+        shared: shared.clone(),
+        control: control.clone(),
+    });
+    let me = lease::Holder {
+        instance_id,
+        http_url: config
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+    };
     let (groups_tx, groups) = mpsc::channel(1);
     let writer = consumer::Writer {
         ingest,
         commands,
         groups,
         shared: shared.clone(),
-        settings: ConsumerSettings::default(),
+        settings: consumer_settings(&config),
         sweep_every: sweep_period(config.retention.abandon_after),
     };
     supervisor.spawn("store writer", writer.run(shutdown.clone()));
@@ -102,6 +126,10 @@ pub async fn run(
         "ingest",
         background(
             config,
+            Replication {
+                me,
+                router: app.clone(),
+            },
             shared.clone(),
             control.clone(),
             groups_tx,
@@ -111,10 +139,6 @@ pub async fn run(
     );
     newsflow_runtime::logging::stdout_line(&format!("data-streams listening on http://{addr}"));
     tracing::info!(%addr, "data-streams listening");
-    let app = http::router(http::AppState {
-        shared: shared.clone(),
-        control: control.clone(),
-    });
     let closing = shared.events.closing.clone();
     let stopping = shutdown.clone();
     // Open event streams end at shutdown, so the server drains instead of waiting on them.
@@ -210,10 +234,43 @@ fn open_store(
     }
 }
 
-/// Connects to NATS, provisions the stream, starts the ownership tasks, and pulls the stream
-/// for the writer until `shutdown`.
+/// The durable consumer's settings, under this instance's consumer name.
+fn consumer_settings(config: &Config) -> ConsumerSettings {
+    ConsumerSettings {
+        durable: config.consumer_name.clone(),
+        ..ConsumerSettings::default()
+    }
+}
+
+/// This instance's id kept in `dir/instance-id`, generated on the first start.
+fn kept_instance_id(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("instance-id");
+    if let Ok(kept) = std::fs::read_to_string(&path) {
+        let kept = kept.trim();
+        if !kept.is_empty() {
+            return Ok(kept.to_owned());
+        }
+    }
+    let id = format!("ds-{}", ulid::Ulid::new().to_string().to_lowercase());
+    std::fs::write(&path, &id)
+        .with_context(|| format!("keeping the instance id in {}", path.display()))?;
+    Ok(id)
+}
+
+/// What the instance needs to take part in control: who it is, and its API for forwarded
+/// requests.
+struct Replication {
+    me: lease::Holder,
+    router: axum::Router,
+}
+
+/// Connects to NATS, provisions the stream, follows the jobs bucket, contends for control
+/// (which runs the ownership tasks while held), and pulls the stream for the writer until
+/// `shutdown`.
+#[allow(clippy::too_many_arguments)]
 async fn background(
     config: Config,
+    replication: Replication,
     shared: Arc<Shared>,
     control: Arc<Control>,
     groups: mpsc::Sender<consumer::Group>,
@@ -252,7 +309,7 @@ async fn background(
             anyhow::bail!("provisioning the NEWS stream: {gave_up}")
         }
     };
-    let consumer_settings = ConsumerSettings::default();
+    let consumer_settings = consumer_settings(&config);
     if config.rebuild {
         match delete_consumer(&stream, &consumer_settings.durable).await {
             Ok(()) => tracing::info!("durable consumer reset; consuming the stream from its start"),
@@ -261,17 +318,28 @@ async fn background(
             }
         }
     }
-    supervisor.spawn(
-        "heartbeats",
-        control::run_heartbeats(
-            control.clone(),
-            shared.clone(),
-            client.clone(),
-            shutdown.clone(),
-        )
-        .map(Ok),
-    );
     let replicas = config.stream.replicas;
+    supervisor.spawn(
+        "job records",
+        Arc::clone(&shared.jobs).follow(shared.clone(), js.clone(), replicas, shutdown.clone()),
+    );
+    supervisor.spawn(
+        "control lease",
+        controller::run(
+            controller::Context {
+                shared: shared.clone(),
+                control,
+                client: client.clone(),
+                replicas,
+                lease: lease::LeaseSettings {
+                    life: config.lease_life,
+                    me: replication.me,
+                },
+                router: replication.router,
+            },
+            shutdown.clone(),
+        ),
+    );
     supervisor.spawn(
         "job plans",
         Arc::clone(&shared.plans).follow(
@@ -289,10 +357,6 @@ async fn background(
             "newsflow: NewsAPI requests per key fingerprint in the current window",
             shutdown.clone(),
         ),
-    );
-    supervisor.spawn(
-        "reconciler",
-        control::run_reconciler(control, shared.clone(), shutdown.clone()).map(Ok),
     );
     supervisor.spawn(
         "consumer lag",

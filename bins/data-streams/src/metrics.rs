@@ -114,6 +114,8 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     /// `newsflow_sse_clients`: open event streams.
     pub sse_clients: Gauge,
+    /// `newsflow_controls_jobs`: 1 while this instance holds the control lease.
+    pub controls: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -158,6 +160,7 @@ impl Default for Metrics {
             nats_connected: Gauge::default(),
             store_bytes: Gauge::default(),
             sse_clients: Gauge::default(),
+            controls: Gauge::default(),
         };
         metrics.register();
         metrics
@@ -293,6 +296,11 @@ impl Metrics {
                 "newsflow_sse_clients",
                 "Open server-sent event streams (GET /events, GET /jobs/{id}/events).",
                 &self.sse_clients,
+            ),
+            (
+                "newsflow_controls_jobs",
+                "1 while this instance holds the control lease (reconciles, commands workers, answers job changes); 0 on a read replica.",
+                &self.controls,
             ),
             (
                 "newsflow_consumer_pending",

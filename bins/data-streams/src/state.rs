@@ -49,6 +49,10 @@ pub struct Shared {
     pub budgets: std::sync::Arc<crate::mirror::Mirror<newsflow_core::budget::Ledger>>,
     /// Live events for SSE streams.
     pub events: crate::events::Hub,
+    /// Whether this instance controls jobs (holds the control lease) or is a read replica.
+    pub role: crate::controller::Role,
+    /// This instance's copy of the jobs bucket.
+    pub jobs: std::sync::Arc<crate::replicate::Follower>,
 }
 
 /// The settings [`Shared`] is built from.
@@ -92,6 +96,8 @@ impl Shared {
                 newsflow_nats::kv::BUDGET_BUCKET,
             )),
             events: crate::events::Hub::new(settings.max_sse_clients),
+            role: crate::controller::Role::default(),
+            jobs: std::sync::Arc::default(),
         }
     }
 

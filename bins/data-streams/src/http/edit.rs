@@ -131,7 +131,8 @@ fn patched(current: &JobSpec, patch: &Value) -> Result<JobSpec, ValidationError>
         (status = 200, description = "Changed; a running job's next run uses the new spec, and no run of the old one starts after this answer", body = JobView),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, description = "A field is invalid, unknown or not patchable (id, state)", body = ErrorBody)))]
+        (status = 422, description = "A field is invalid, unknown or not patchable (id, state)", body = ErrorBody),
+        (status = 503, description = "`no_controller`: a read replica found no instance controlling jobs to run the change (not made; `Retry-After`); `not_replicated`: made, but not yet in the jobs bucket", body = ErrorBody), (status = 504, description = "`controller_timeout`: the controlling instance did not answer a forwarded change in time", body = ErrorBody)))]
 pub async fn patch(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -47,6 +47,15 @@ pub enum AppError {
     /// 503: as many event streams are open as `--max-sse-clients` allows.
     #[error("as many event streams are open as the server allows; retry later")]
     TooManyStreams,
+    /// 503: a job change reached a read replica and no instance controls jobs to run it.
+    #[error("{0}")]
+    NoController(String),
+    /// 504: the controlling instance did not answer a forwarded job change in time.
+    #[error("the instance that controls jobs did not answer in time; the change may or may not have been made: read the job before retrying")]
+    ControllerTimeout,
+    /// 503: the change was made, but the jobs bucket did not take it in time.
+    #[error("the change was made but NATS did not take it for the read replicas in time; read the job before retrying")]
+    NotReplicated,
     /// 500: logged with its cause chain; the client sees no internals.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -77,6 +86,9 @@ impl AppError {
             Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Self::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
+            Self::NoController(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_controller"),
+            Self::ControllerTimeout => (StatusCode::GATEWAY_TIMEOUT, "controller_timeout"),
+            Self::NotReplicated => (StatusCode::SERVICE_UNAVAILABLE, "not_replicated"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -129,6 +141,11 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
+        if matches!(self, Self::NoController(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+        }
         response
     }
 }
@@ -148,37 +165,42 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .extensions()
             .get::<BodyLimit>()
             .map_or(usize::MAX, |l| l.0);
-        let mut chunks = request.into_body().into_data_stream();
-        let mut bytes = Vec::new();
-        let read = tokio::time::timeout(BODY_READ_TIMEOUT, async {
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk.map_err(|_| AppError::BadRequest {
-                    code: "unreadable_body",
-                    message: "the request body could not be read".to_owned(),
-                })?;
-                if bytes.len() + chunk.len() > limit {
-                    return Err(AppError::PayloadTooLarge { limit });
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok(())
-        });
-        match read.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                if matches!(error, AppError::PayloadTooLarge { .. }) {
-                    tokio::spawn(drain(chunks));
-                }
-                return Err(error);
-            }
-            Err(_) => return Err(AppError::RequestTimeout),
-        }
+        let bytes = read_capped(request.into_body(), limit).await?;
         serde_json::from_slice::<StrictJson>(&bytes)
             .map(|strict| JsonBody(strict.0))
             .map_err(|e| AppError::BadRequest {
                 code: "malformed_json",
                 message: format!("the request body is not valid JSON: {e}"),
             })
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes, within the body read timeout.
+pub async fn read_capped(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, AppError> {
+    let mut chunks = body.into_data_stream();
+    let mut bytes = Vec::new();
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, async {
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|_| AppError::BadRequest {
+                code: "unreadable_body",
+                message: "the request body could not be read".to_owned(),
+            })?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(AppError::PayloadTooLarge { limit });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(())
+    });
+    match read.await {
+        Ok(Ok(())) => Ok(bytes.into()),
+        Ok(Err(error)) => {
+            if matches!(error, AppError::PayloadTooLarge { .. }) {
+                tokio::spawn(drain(chunks));
+            }
+            Err(error)
+        }
+        Err(_) => Err(AppError::RequestTimeout),
     }
 }
 

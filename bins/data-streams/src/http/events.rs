@@ -244,6 +244,7 @@ mod tests {
                 max_sse_clients: 1,
             },
         ));
+        shared.role.control_alone();
         let control = Arc::new(Control::new(ControlSettings {
             worker_timeout: Duration::from_secs(15),
             reconcile_every: Duration::from_secs(5),

@@ -57,6 +57,7 @@ pub(super) fn load(state: &AppState, id: &JobId) -> Result<JobRecord, AppError> 
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid value", body = ErrorBody),
+        (status = 503, description = "`no_controller`: a read replica found no instance controlling jobs to run the change (not made; `Retry-After`); `not_replicated`: made, but not yet in the jobs bucket", body = ErrorBody), (status = 504, description = "`controller_timeout`: the controlling instance did not answer a forwarded change in time", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -130,7 +131,7 @@ pub async fn get(
 
 /// Resume a stopped job.
 #[utoipa::path(post, path = "/jobs/{id}/start", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, description = "Running, with `warnings` (`over_budget`)", body = JobWithWarnings), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "Running, with `warnings` (`over_budget`)", body = JobWithWarnings), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, description = "`no_controller`: a read replica found no instance controlling jobs to run the change (not made; `Retry-After`); `not_replicated`: made, but not yet in the jobs bucket", body = ErrorBody), (status = 504, description = "`controller_timeout`: the controlling instance did not answer a forwarded change in time", body = ErrorBody)))]
 pub async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -153,7 +154,7 @@ pub async fn start(
 
 /// Stop fetching: the owning worker is told to stop and acknowledges.
 #[utoipa::path(post, path = "/jobs/{id}/stop", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, body = JobView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = JobView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, description = "`no_controller`: a read replica found no instance controlling jobs to run the change (not made; `Retry-After`); `not_replicated`: made, but not yet in the jobs bucket", body = ErrorBody), (status = 504, description = "`controller_timeout`: the controlling instance did not answer a forwarded change in time", body = ErrorBody)))]
 pub async fn stop(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -191,7 +192,7 @@ async fn stop_job(state: &AppState, id: &JobId) -> Result<(), AppError> {
 
 /// Stop the job, then delete it and everything stored for it.
 #[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, description = "`no_controller`: a read replica found no instance controlling jobs to run the change (not made; `Retry-After`); `not_replicated`: made, but not yet in the jobs bucket", body = ErrorBody), (status = 504, description = "`controller_timeout`: the controlling instance did not answer a forwarded change in time", body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,

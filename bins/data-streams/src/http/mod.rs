@@ -9,6 +9,7 @@
 //! - [`caching`]: `ETag`, `If-None-Match` and `Cache-Control` on stored-data reads.
 //! - [`articles`]: latest complete batch, batches, one batch's articles, the feed.
 //! - [`edit`]: `PATCH /jobs/{id}` (a JSON merge patch of the spec) and the pipeline preview.
+//! - [`forward`]: job changes on a read replica, forwarded to the controlling instance.
 //! - [`ops`]: health, readiness, metrics, dead letters, OpenAPI.
 //! - [`quota`]: the shared NewsAPI request budgets and the `over_budget` warning.
 //! - [`views`]: the JSON shapes.
@@ -21,6 +22,7 @@ pub mod caching;
 pub mod edit;
 pub mod error;
 pub mod events;
+pub mod forward;
 pub mod jobs;
 pub mod openapi;
 pub mod ops;
@@ -90,6 +92,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     routes
         .route_layer(middleware::from_fn(caching::conditional))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::forward,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::map_response(contract_errors))
         .layer(DefaultBodyLimit::max(limit))

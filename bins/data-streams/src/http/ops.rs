@@ -35,6 +35,10 @@ pub struct Readiness {
     pub consumer_bound: bool,
     /// The store is open.
     pub store_open: bool,
+    /// This instance controls jobs (holds the control lease); false on a read replica.
+    pub controls: bool,
+    /// The job records are caught up with the `newsflow_jobs` bucket.
+    pub jobs_current: bool,
 }
 
 /// Liveness: the process serves HTTP.
@@ -45,7 +49,8 @@ pub async fn healthz() -> Json<Health> {
     })
 }
 
-/// Readiness: NATS connected, consumer bound, store not stalled.
+/// Readiness: NATS connected, consumer bound, job records caught up with the jobs bucket,
+/// store not stalled; `controls` says whether this instance controls jobs.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness), (status = 401, body = ErrorBody), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let nats_connected = state.shared.nats_connected();
@@ -64,6 +69,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if !consumer_bound {
         down.push("the stream consumer is not bound".to_owned());
     }
+    if !state.shared.role.is_settled() {
+        down.push("this instance has not yet tried for the control lease".to_owned());
+    }
+    let jobs_current = state.shared.jobs.is_current();
+    if !jobs_current {
+        down.push("the job records are not caught up with the newsflow_jobs bucket".to_owned());
+    }
     let ready = down.is_empty();
     let status = if ready {
         StatusCode::OK
@@ -79,6 +91,8 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         nats_connected,
         consumer_bound,
         store_open: stalled.is_none(),
+        controls: state.shared.role.controls(),
+        jobs_current,
     };
     (status, Json(body))
 }
@@ -90,6 +104,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let metrics = &shared.metrics;
     set(&metrics.jobs, shared.store.job_count() as u64);
     set(&metrics.workers_alive, state.control.alive_count() as u64);
+    set(&metrics.controls, u64::from(shared.role.controls()));
     set(
         &metrics.consumer_bound,
         u64::from(shared.consumer_bound.load(Ordering::Relaxed)),

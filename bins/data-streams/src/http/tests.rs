@@ -75,6 +75,7 @@ impl Api {
                 max_sse_clients: 4,
             },
         ));
+        shared.role.control_alone();
         let control = Arc::new(Control::new(ControlSettings {
             worker_timeout: Duration::from_secs(15),
             reconcile_every: Duration::from_secs(5),

@@ -54,6 +54,7 @@ impl Store {
             .context("creating a job record")?;
         if swapped.is_ok() {
             self.index_mut().put(record);
+            self.changes.changed(record.spec.id());
         }
         Ok(swapped.is_ok())
     }
@@ -106,6 +107,7 @@ impl Store {
             .insert(id.as_str(), encode(&record)?)
             .context("updating a job record")?;
         self.index_mut().put(&record);
+        self.changes.changed(id);
         Ok(Some(record))
     }
 

@@ -26,9 +26,11 @@
 //! - `feed`: the cross-job feed's keys.
 //! - `jobs`: job records, written by the API and the reconciler.
 //! - [`job_index`]: the in-memory index of job records every job write keeps in step.
+//! - [`changes`]: which job records changed, for the publisher that copies them to replicas.
 //! - `read`: the API's reads.
 //! - `records`: the stored records.
 
+pub mod changes;
 pub mod durability;
 pub mod events;
 mod feed;
@@ -81,6 +83,7 @@ pub struct Store {
     job_lock: Arc<std::sync::Mutex<()>>,
     /// Every job record in memory, changed under `job_lock` by each job write.
     job_index: Arc<std::sync::RwLock<JobIndex>>,
+    changes: Arc<changes::JobChanges>,
     flusher: durability::Flusher,
     watch: Arc<StallWatch>,
 }
@@ -129,6 +132,7 @@ impl Store {
             pruning: tree("pruning")?,
             db,
             job_lock: Default::default(),
+            changes: Arc::default(),
             flusher,
             watch,
         })
@@ -138,6 +142,11 @@ impl Store {
     /// shared with every other caller waiting at the time).
     pub async fn flush(&self) -> anyhow::Result<()> {
         Ok(self.flusher.flush().await?)
+    }
+
+    /// The job records changed and not yet published to read replicas.
+    pub fn job_changes(&self) -> &Arc<changes::JobChanges> {
+        &self.changes
     }
 
     /// The flushes and store calls in progress, for the watchdog.

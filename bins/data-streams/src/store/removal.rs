@@ -127,6 +127,9 @@ impl Ingest {
             .remove(job.as_str())
             .context("deleting a job status")?;
         let existed = self.store.remove_job(job)?;
+        if existed {
+            self.store.changes.changed(job);
+        }
         self.store.flush().await?;
         Ok(existed)
     }
