@@ -22,7 +22,7 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in the order a run goes through them.
-    pub const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 6] = [
         Phase::Ingest,
         Phase::Publish,
         Phase::Scale,
