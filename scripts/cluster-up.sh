@@ -16,15 +16,10 @@ data=${CLUSTER_DATA_DIR:-./data-cluster}
 run="$data/run"
 mkdir -p "$data/logs" "$run"
 
-if [ -s "$run/pids" ]; then
-  while read -r name pid; do
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "cluster-up: $name (pid $pid) from an earlier \`just cluster-up\` is still running; \`just cluster-down\` first" >&2
-      exit 1
-    fi
-  done <"$run/pids"
-fi
-: >"$run/pids"
+me=cluster-up
+# shellcheck source=scripts/procs.sh
+source scripts/procs.sh
+refuse_if_running '`just cluster-down` first'
 
 nats_port=${CLUSTER_NATS_PORT:-4250}
 http_port=${CLUSTER_HTTP_PORT:-3100}
@@ -32,7 +27,6 @@ mock_port=${CLUSTER_MOCK_PORT:-8181}
 nodes=(1 2 3)
 client_port() { echo $((nats_port + $1 - 1)); }
 route_port() { echo $((nats_port + 2000 + $1 - 1)); }
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for port in $(for n in "${nodes[@]}"; do client_port "$n"; route_port "$n"; done) \
   "$http_port" $((http_port + 1)) "$mock_port"; do
   if port_busy "$port"; then
@@ -40,28 +34,6 @@ for port in $(for n in "${nodes[@]}"; do client_port "$n"; route_port "$n"; done
     exit 1
   fi
 done
-
-start() {
-  local name=$1
-  shift
-  if command -v setsid >/dev/null; then set -- setsid "$@"; fi
-  nohup "$@" >"$data/logs/$name.out" 2>"$data/logs/$name.log" </dev/null &
-  echo "$name $!" >>"$run/pids"
-}
-
-wait_until() {
-  local secs=$1 what=$2
-  shift 2
-  local deadline=$((SECONDS + secs))
-  until "$@"; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "cluster-up: $what did not happen within ${secs}s; logs in $data/logs (\`just cluster-down\` stops what started)" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
-}
-ready() { curl -s -f -o /dev/null --max-time 2 "$1"; }
 
 routes=$(for n in "${nodes[@]}"; do printf 'nats-route://127.0.0.1:%s, ' "$(route_port "$n")"; done)
 nats_bin=${NATS_SERVER_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)}

@@ -16,49 +16,21 @@ data=${UP_DATA_DIR:-./data}
 run="$data/run"
 mkdir -p "$data/logs" "$run"
 
-if [ -s "$run/pids" ]; then
-  while read -r name pid; do
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "up: $name (pid $pid) from an earlier \`just up\` is still running; \`just down\` first" >&2
-      exit 1
-    fi
-  done <"$run/pids"
-fi
-: >"$run/pids"
+me=up
+# shellcheck source=scripts/procs.sh
+source scripts/procs.sh
+refuse_if_running '`just down` first'
 
 nats_port=${UP_NATS_PORT:-4222}
 http_port=${UP_HTTP_PORT:-3000}
 mock_port=${UP_MOCK_PORT:-8081}
 ops_port=${UP_OPS_PORT:-9464}
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for port in "$nats_port" "$http_port" "$mock_port" "$ops_port"; do
   if port_busy "$port"; then
     echo "up: port $port is taken by another program; stop it (or the demo) first, or set UP_*_PORT" >&2
     exit 1
   fi
 done
-
-start() {
-  local name=$1
-  shift
-  if command -v setsid >/dev/null; then set -- setsid "$@"; fi
-  nohup "$@" >"$data/logs/$name.out" 2>"$data/logs/$name.log" </dev/null &
-  echo "$name $!" >>"$run/pids"
-}
-
-wait_until() {
-  local secs=$1 what=$2
-  shift 2
-  local deadline=$((SECONDS + secs))
-  until "$@"; do
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      echo "up: $what did not happen within ${secs}s; logs in $data/logs (\`just down\` stops what started)" >&2
-      exit 1
-    fi
-    sleep 0.2
-  done
-}
-ready() { curl -s -f -o /dev/null --max-time 2 "$1"; }
 
 nats_bin=${NATS_SERVER_BIN:-$(command -v nats-server || echo /usr/sbin/nats-server)}
 start nats-server "$nats_bin" -a 127.0.0.1 -p "$nats_port" -js -sd "$data/nats"

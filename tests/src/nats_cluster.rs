@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::nats_server::{free_port, NatsServer};
+use crate::nats_server::{free_port, jetstream_info, NatsServer};
 use crate::scratch::Scratch;
 
 /// How long the cluster may take to elect a JetStream meta leader once every node is up.
@@ -108,26 +108,6 @@ impl NatsCluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-    }
-}
-
-/// One `$JS.API.INFO` request to the server at `url`.
-async fn jetstream_info(url: &str) -> Result<(), String> {
-    let client = async_nats::connect(url)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let reply = tokio::time::timeout(
-        Duration::from_secs(3),
-        client.request("$JS.API.INFO", bytes::Bytes::new()),
-    )
-    .await
-    .map_err(|_| "no answer within 3 s".to_owned())?
-    .map_err(|e| format!("JetStream account info: {e}"))?;
-    let reply: serde_json::Value = serde_json::from_slice(&reply.payload)
-        .map_err(|e| format!("JetStream account info is not JSON: {e}"))?;
-    match reply.get("error") {
-        None => Ok(()),
-        Some(error) => Err(format!("JetStream account info: {error}")),
     }
 }
 

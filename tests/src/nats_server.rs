@@ -214,21 +214,29 @@ impl NatsServer {
         if self.config.is_some() {
             return Ok(());
         }
-        let client = async_nats::connect(self.url())
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        // A raw `$JS.API.INFO` request: the typed account query of the client library does
-        // not parse the answers of every server version.
-        let reply = client
-            .request("$JS.API.INFO", bytes::Bytes::new())
-            .await
-            .map_err(|e| format!("JetStream account info: {e}"))?;
-        let reply: serde_json::Value = serde_json::from_slice(&reply.payload)
-            .map_err(|e| format!("JetStream account info is not JSON: {e}"))?;
-        match reply.get("error") {
-            None => Ok(()),
-            Some(error) => Err(format!("JetStream account info: {error}")),
-        }
+        jetstream_info(&self.url()).await
+    }
+}
+
+/// One `$JS.API.INFO` request to the server at `url` (answered only once JetStream is up, and
+/// on a cluster once it has a meta leader), within 3 s. A raw request: the typed account query
+/// of the client library does not parse the answers of every server version.
+pub async fn jetstream_info(url: &str) -> Result<(), String> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.request("$JS.API.INFO", bytes::Bytes::new()),
+    )
+    .await
+    .map_err(|_| "no JetStream account info within 3 s".to_owned())?
+    .map_err(|e| format!("JetStream account info: {e}"))?;
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload)
+        .map_err(|e| format!("JetStream account info is not JSON: {e}"))?;
+    match reply.get("error") {
+        None => Ok(()),
+        Some(error) => Err(format!("JetStream account info: {error}")),
     }
 }
 

@@ -12,7 +12,7 @@ use newsflow_tests::{wait_for, Api, Bus, StatusCode, System};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use crate::BATCH_WITHIN;
+use crate::{assert_reads_whole, BATCH_WITHIN};
 
 /// The jobs the worker runs on the cluster.
 const JOBS: [&str; 3] = ["cl-a", "cl-b", "cl-c"];
@@ -109,14 +109,7 @@ async fn assert_exactly_once(api: &Api, bus: &Bus, reader: &BatchReader) {
     eprintln!("{report}");
     report.assert_exactly_once();
     assert!(report.complete_batches >= 4 * JOBS.len(), "{report}");
-    let figures = reader.figures();
-    assert!(figures.reads > 0, "{figures:?}");
-    assert_eq!(
-        (figures.partial, figures.mixed, figures.regressions),
-        (0, 0, 0),
-        "{figures:?}: {:?}",
-        reader.problems()
-    );
+    assert_reads_whole(reader);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

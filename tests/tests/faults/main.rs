@@ -27,7 +27,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use newsflow_tests::contract::{id_of, ids};
-use newsflow_tests::faults_support::{owner, wait_for_half_batch, HeartbeatLog, Ledger};
+use newsflow_tests::faults_support::{
+    owner, wait_for_half_batch, BatchReader, HeartbeatLog, Ledger,
+};
 use newsflow_tests::{Api, Bus, System};
 use serde_json::{json, Value};
 
@@ -49,6 +51,18 @@ async fn listed_batch(api: &Api, job: &str, id: &str) -> Value {
         .into_iter()
         .find(|b| b["id"] == id)
         .unwrap_or_else(|| panic!("batch {id} of {job} is not listed"))
+}
+
+/// Asserts a [`BatchReader`] read pages throughout and never saw a partial, mixed or older one.
+fn assert_reads_whole(reader: &BatchReader) {
+    let figures = reader.figures();
+    assert!(figures.reads > 0, "{figures:?}");
+    assert_eq!(
+        (figures.partial, figures.mixed, figures.regressions),
+        (0, 0, 0),
+        "{figures:?}: {:?}",
+        reader.problems()
+    );
 }
 
 /// Asserts a batch that lost its worker mid-run is never served: marked incomplete, no

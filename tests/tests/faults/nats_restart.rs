@@ -11,7 +11,7 @@ use newsflow_tests::faults_support::{
 use newsflow_tests::{hold_for, wait_for, StatusCode, System};
 use serde_json::json;
 
-use crate::{listed_batch, BATCH_WITHIN, WORKER_TIMEOUT};
+use crate::{assert_reads_whole, listed_batch, BATCH_WITHIN, WORKER_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_server_restart_mid_stream_loses_and_duplicates_nothing_as_both_services_reconnect()
@@ -59,14 +59,7 @@ async fn a_nats_server_restart_mid_stream_loses_and_duplicates_nothing_as_both_s
     eprintln!("{report}");
     report.assert_exactly_once();
     assert!(report.complete_batches >= 3, "{report}");
-    let figures = reader.figures();
-    assert!(figures.reads > 0, "{figures:?}");
-    assert_eq!(
-        (figures.partial, figures.mixed, figures.regressions),
-        (0, 0, 0),
-        "{figures:?}: {:?}",
-        reader.problems()
-    );
+    assert_reads_whole(&reader);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
