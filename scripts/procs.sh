@@ -10,7 +10,7 @@ refuse_if_running() {
   if [ -s "$run/pids" ]; then
     while read -r name pid; do
       if kill -0 "$pid" 2>/dev/null; then
-        echo "$me: $name (pid $pid) from an earlier start is still running; stop it first ($1)" >&2
+        echo "$me: $name (pid $pid) from an earlier start is still running; $1" >&2
         exit 1
       fi
     done <"$run/pids"
