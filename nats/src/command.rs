@@ -38,23 +38,35 @@ pub struct Acked {
     pub job_id: JobId,
 }
 
-async fn request(
+/// Sends `payload` to `subject` and waits up to `timeout` for the reply, mapping "nobody
+/// listens" and "nobody answered in time" to their own errors.
+async fn exchange(
     client: &Client,
     subject: String,
     payload: Vec<u8>,
     timeout: Duration,
-) -> Result<Acked, CommandError> {
+) -> Result<async_nats::Message, CommandError> {
     let request = Request::new()
         .payload(Bytes::from(payload))
         .timeout(Some(timeout));
-    let reply = client
+    client
         .send_request(subject, request)
         .await
         .map_err(|e| match e.kind() {
             async_nats::RequestErrorKind::NoResponders => CommandError::NoWorker,
             async_nats::RequestErrorKind::TimedOut => CommandError::Timeout(timeout),
             _ => CommandError::Other(e.to_string()),
-        })?;
+        })
+}
+
+/// A command: its reply is an [`Ack`], a refusal becomes [`CommandError::Refused`].
+async fn request(
+    client: &Client,
+    subject: String,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Acked, CommandError> {
+    let reply = exchange(client, subject, payload, timeout).await?;
     match parse_payload::<Ack>(&reply.payload) {
         Ok(Ack::Ok { worker_id, job_id }) => Ok(Acked { worker_id, job_id }),
         Ok(Ack::Err(error)) => Err(CommandError::Refused(error)),
@@ -91,17 +103,7 @@ pub async fn list_jobs(
     timeout: Duration,
 ) -> Result<JobsPage, CommandError> {
     let payload = serde_json::to_vec(ask).map_err(|e| CommandError::Other(e.to_string()))?;
-    let request = Request::new()
-        .payload(Bytes::from(payload))
-        .timeout(Some(timeout));
-    let reply = client
-        .send_request(subjects::worker_jobs(worker), request)
-        .await
-        .map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => CommandError::NoWorker,
-            async_nats::RequestErrorKind::TimedOut => CommandError::Timeout(timeout),
-            _ => CommandError::Other(e.to_string()),
-        })?;
+    let reply = exchange(client, subjects::worker_jobs(worker), payload, timeout).await?;
     match parse_capped::<JobsPage>(&reply.payload, MAX_HEARTBEAT_BYTES) {
         Ok(page) => Ok(page),
         Err(error) => match parse_payload::<Ack>(&reply.payload) {

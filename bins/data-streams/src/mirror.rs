@@ -128,23 +128,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Mirror<T> {
     ) -> anyhow::Result<()> {
         open_bucket(js, self.bucket, description, replicas).await?;
         let stream = js.get_stream(format!("KV_{}", self.bucket)).await?;
-        let consumer = stream
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::LastPerSubject,
-                filter_subject: format!("$KV.{}.>", self.bucket),
-                ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(60),
-                ..Default::default()
-            })
-            .await?;
-        let mut pending = consumer.cached_info().num_pending;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(1_000)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(15))
-            .messages()
-            .await?;
+        let (mut pending, mut messages) = follow_latest(&stream, self.bucket).await?;
         // The copy is rebuilt: keys deleted while no consumer was following are gone too.
         let mut fresh = HashMap::new();
         let mut caught_up = pending == 0;
@@ -181,4 +165,30 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Mirror<T> {
         *self.entries.write().unwrap_or_else(PoisonError::into_inner) = entries;
         self.current.store(true, Ordering::Release);
     }
+}
+
+/// An ephemeral pull consumer of `bucket`'s stream that delivers the latest value of every
+/// key and then each change, unacknowledged; with how many values the catch-up holds.
+pub(crate) async fn follow_latest(
+    stream: &jetstream::stream::Stream,
+    bucket: &str,
+) -> anyhow::Result<(u64, pull::Stream)> {
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            filter_subject: format!("$KV.{bucket}.>"),
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await?;
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(1_000)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(15))
+        .messages()
+        .await?;
+    Ok((pending, messages))
 }

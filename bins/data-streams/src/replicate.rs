@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::kv;
-use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use futures::StreamExt as _;
 use newsflow_core::retry::Backoff;
 use newsflow_core::JobId;
@@ -133,23 +133,7 @@ impl Follower {
         open_bucket(js, JOBS_BUCKET, DESCRIPTION, replicas).await?;
         let mut stream = js.get_stream(format!("KV_{JOBS_BUCKET}")).await?;
         let fresh = stream.info().await?.state.last_sequence == 0;
-        let consumer = stream
-            .create_consumer(pull::Config {
-                deliver_policy: DeliverPolicy::LastPerSubject,
-                filter_subject: format!("$KV.{JOBS_BUCKET}.>"),
-                ack_policy: AckPolicy::None,
-                inactive_threshold: Duration::from_secs(60),
-                ..Default::default()
-            })
-            .await?;
-        let pending = consumer.cached_info().num_pending;
-        let mut messages = consumer
-            .stream()
-            .max_messages_per_batch(1_000)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(15))
-            .messages()
-            .await?;
+        let (pending, mut messages) = crate::mirror::follow_latest(&stream, JOBS_BUCKET).await?;
         let resync = self.resync.notified();
         tokio::pin!(resync);
         // Keys holding a job in the bucket, while catching up.
