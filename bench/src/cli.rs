@@ -6,7 +6,8 @@ use std::time::Duration;
 /// A part of the run, each with its own processes (run a subset with `--only`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Phase {
-    /// Figures 1 (consume), 3, 4, 5 and data-streams' footprint: a backlog through data-streams.
+    /// Figures 1 (consume), 3, 4, 5, 12 and data-streams' footprint: a backlog through
+    /// data-streams, then reads, then all of it at once.
     Ingest,
     /// Figures 1 (publish), 2 and the worker's footprint: the worker publishing the mock's pages.
     Publish,
@@ -31,10 +32,16 @@ impl Phase {
         Phase::Cluster,
     ];
 
+    /// Whether a quick run runs it beside the others: it mostly waits on timeouts, on brokers
+    /// of its own.
+    pub fn runs_beside_others(self) -> bool {
+        matches!(self, Phase::Control | Phase::Cluster)
+    }
+
     /// The figures this phase measures (figure 8 gathers rows from several phases).
     pub fn figures(self) -> &'static [u8] {
         match self {
-            Phase::Ingest => &[1, 3, 4, 5, 8],
+            Phase::Ingest => &[1, 3, 4, 5, 8, 12],
             Phase::Publish => &[1, 2, 8],
             Phase::Scale => &[6],
             Phase::Restart => &[7, 8],
@@ -70,12 +77,19 @@ pub struct Cli {
 /// How big each part of a run is.
 #[derive(Debug, Clone)]
 pub struct Sizes {
+    /// Rounds of each ratio (ceiling and service alternating); the figure is their median.
+    pub rounds: usize,
     /// Jobs of the ingest backlog.
     pub backlog_jobs: usize,
     /// Batches per job of the ingest backlog.
     pub backlog_batches: usize,
     /// Articles per batch (of the backlog and of the big store).
     pub batch_articles: u32,
+    /// `--keep-batches` of the ingesting data-streams: below `backlog_batches`, so retention
+    /// deletes old batches while it ingests.
+    pub ingest_keep_batches: usize,
+    /// SSE clients connected to `GET /events` while data-streams ingests and answers figure 4.
+    pub ingest_sse_clients: usize,
     /// Messages of the raw publish ceiling.
     pub publish_ceiling_messages: usize,
     /// Jobs the worker runs for figure 2, each a 10-page batch of 1,000 articles every second:
@@ -100,8 +114,10 @@ pub struct Sizes {
     pub scale_due_per_sec: u64,
     /// How long lateness is measured, once every job is started.
     pub scale_window: Duration,
-    /// Jobs of the big store (each `restart_batches` batches of `restart_batch_articles`).
-    pub restart_jobs: usize,
+    /// The restart curve: jobs written (each `restart_batches` batches of
+    /// `restart_batch_articles`) before each timed start, on top of what the previous stages
+    /// wrote; the last stage is the figure's target.
+    pub restart_stages: Vec<usize>,
     /// Batches per job of the big store.
     pub restart_batches: usize,
     /// Articles per batch of the big store: one page, as a job with the default
@@ -117,14 +133,25 @@ pub struct Sizes {
     pub move_interval_secs: u64,
     /// Kills of the cluster's stream leader for figure 11.
     pub cluster_rounds: usize,
+    /// Figure 12's window.
+    pub mixed_window: Duration,
+    /// Figure 12's readers (connections reading back to back).
+    pub mixed_readers: usize,
+    /// Figure 12's writers (each creating, patching and deleting jobs back to back).
+    pub mixed_writers: usize,
+    /// Figure 12's SSE clients.
+    pub mixed_sse_clients: usize,
 }
 
 impl Sizes {
     /// The full run: every size the issue asks for, in well under ten minutes.
     pub fn full() -> Self {
         Self {
+            rounds: 3,
             backlog_jobs: 20,
             backlog_batches: 10,
+            ingest_keep_batches: 5,
+            ingest_sse_clients: 10,
             batch_articles: 1000,
             publish_ceiling_messages: 200_000,
             publish_jobs: 64,
@@ -137,7 +164,7 @@ impl Sizes {
             scale_jobs: vec![10_000, 100_000],
             scale_due_per_sec: 50,
             scale_window: Duration::from_secs(20),
-            restart_jobs: 1000,
+            restart_stages: vec![100, 300, 1000],
             restart_batches: 10,
             restart_batch_articles: 100,
             settle: Duration::from_secs(2),
@@ -145,14 +172,21 @@ impl Sizes {
             move_jobs: 30,
             move_interval_secs: 10,
             cluster_rounds: 3,
+            mixed_window: Duration::from_secs(10),
+            mixed_readers: 8,
+            mixed_writers: 20,
+            mixed_sse_clients: 100,
         }
     }
 
     /// The quick run: small enough for a test.
     pub fn quick() -> Self {
         Self {
+            rounds: 1,
             backlog_jobs: 5,
             backlog_batches: 2,
+            ingest_keep_batches: 1,
+            ingest_sse_clients: 4,
             batch_articles: 1000,
             publish_ceiling_messages: 10_000,
             publish_jobs: 32,
@@ -165,7 +199,7 @@ impl Sizes {
             scale_jobs: vec![2000],
             scale_due_per_sec: 50,
             scale_window: Duration::from_secs(4),
-            restart_jobs: 100,
+            restart_stages: vec![20, 80],
             restart_batches: 2,
             restart_batch_articles: 100,
             settle: Duration::from_millis(500),
@@ -173,6 +207,10 @@ impl Sizes {
             move_jobs: 6,
             move_interval_secs: 5,
             cluster_rounds: 1,
+            mixed_window: Duration::from_secs(2),
+            mixed_readers: 8,
+            mixed_writers: 20,
+            mixed_sse_clients: 20,
         }
     }
 
@@ -181,8 +219,8 @@ impl Sizes {
         (self.backlog_jobs * self.backlog_batches) as u64 * u64::from(self.batch_articles)
     }
 
-    /// Articles of the big store.
-    pub fn restart_articles(&self) -> u64 {
-        (self.restart_jobs * self.restart_batches) as u64 * u64::from(self.restart_batch_articles)
+    /// Articles written by a restart stage of `jobs` jobs.
+    pub fn restart_articles(&self, jobs: usize) -> u64 {
+        (jobs * self.restart_batches) as u64 * u64::from(self.restart_batch_articles)
     }
 }

@@ -206,14 +206,17 @@ fn reconcile_timings(dir: &Path, jobs: usize) -> anyhow::Result<Timings> {
 }
 
 /// Figure 10: two workers with default heartbeats under data-streams with default timings;
-/// the one owning the most jobs is killed.
+/// the one owning the most jobs is killed. On a broker of its own, so that it can run beside
+/// the other phases in a quick run.
 async fn job_move(ctx: &Ctx) -> anyhow::Result<()> {
     let (report, bins) = (&ctx.report, &ctx.bins);
     let jobs = ctx.sizes.move_jobs;
     let interval_secs = ctx.sizes.move_interval_secs;
     let data_dir = ctx.dir.join("ds-move");
+    let nats = newsflow_tests::NatsServer::start_in(&ctx.dir.join("nats-move")).await;
+    let nats_url = nats.url();
     let (mut ds, addr) = bins
-        .data_streams(&ctx.dir, "data-streams-move", &ctx.nats_url, &data_dir)
+        .data_streams(&ctx.dir, "data-streams-move", &nats_url, &data_dir)
         .await;
     wait_ready(
         &mut ds,
@@ -226,7 +229,7 @@ async fn job_move(ctx: &Ctx) -> anyhow::Result<()> {
     for i in 0..3 {
         let name = format!("worker-move-{i}");
         let proc = bins
-            .worker(&ctx.dir, &name, &ctx.nats_url, &ctx.mock_addr)
+            .worker(&ctx.dir, &name, &nats_url, &ctx.mock_addr)
             .await;
         let id = proc
             .ready_line()

@@ -49,18 +49,42 @@ impl Conn {
 
     /// `GET path` with extra headers.
     pub async fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Response> {
-        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        self.request("GET", path, headers, None).await
+    }
+
+    /// `method path` with extra headers and, when given, a JSON body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        json: Option<&[u8]>,
+    ) -> anyhow::Result<Response> {
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
         for (name, value) in headers {
             request.push_str(name);
             request.push_str(": ");
             request.push_str(value);
             request.push_str("\r\n");
         }
-        request.push_str("\r\n");
+        let mut bytes = match json {
+            Some(body) => {
+                request.push_str("Content-Type: application/json\r\n");
+                request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+                let mut bytes = request.into_bytes();
+                bytes.extend_from_slice(body);
+                bytes
+            }
+            None => {
+                request.push_str("\r\n");
+                request.into_bytes()
+            }
+        };
         self.stream
-            .write_all(request.as_bytes())
+            .write_all(&bytes)
             .await
             .context("sending a request")?;
+        bytes.clear();
         self.read_response().await
     }
 
@@ -174,8 +198,121 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `method path` with extra headers and an optional JSON body (no retry: a write is not
+    /// repeated on a dropped connection).
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        json: Option<&[u8]>,
+    ) -> anyhow::Result<Response> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::connect(&self.addr).await?);
+        }
+        let conn = self.conn.as_mut().context("a connection")?;
+        let outcome = conn.request(method, path, headers, json).await;
+        if outcome.is_err() {
+            self.conn = None;
+        }
+        outcome
+    }
+}
+
+/// Clients holding `GET path` open as server-sent event streams, each counting the events
+/// (`data:` lines) it receives.
+pub struct SseClients {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    events: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SseClients {
+    /// Opens `count` streams of `GET path` and checks each was answered 200.
+    pub async fn open(
+        addr: &str,
+        path: &str,
+        count: usize,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let events = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = Vec::with_capacity(count);
+        let mut head =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        for _ in 0..count {
+            let mut stream = TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connecting an SSE client to {addr}"))?;
+            stream
+                .write_all(head.as_bytes())
+                .await
+                .context("sending an SSE request")?;
+            let mut buf = Vec::with_capacity(4096);
+            let end = loop {
+                if let Some(end) = find(&buf, b"\r\n\r\n") {
+                    break end;
+                }
+                if stream
+                    .read_buf(&mut buf)
+                    .await
+                    .context("reading an SSE head")?
+                    == 0
+                {
+                    bail!("the server closed an SSE stream before answering");
+                }
+            };
+            let status = std::str::from_utf8(&buf[..end])
+                .ok()
+                .and_then(|head| head.split(' ').nth(1))
+                .unwrap_or("?")
+                .to_owned();
+            if status != "200" {
+                bail!("GET {path} as an event stream answered {status}");
+            }
+            buf.drain(..end + 4);
+            let events = events.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let seen = buf.windows(5).filter(|w| w == b"data:").count();
+                    events.fetch_add(seen as u64, std::sync::atomic::Ordering::Relaxed);
+                    // Keep the tail: a `data:` may be split between two reads.
+                    let keep = buf.len().min(4);
+                    buf.drain(..buf.len() - keep);
+                    match stream.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+            }));
+        }
+        Ok(Self { tasks, events })
+    }
+
+    /// Events received so far, over every client.
+    pub fn events(&self) -> u64 {
+        self.events.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many streams are still open.
+    pub fn open_count(&self) -> usize {
+        self.tasks.iter().filter(|t| !t.is_finished()).count()
+    }
+}
+
+impl Drop for SseClients {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
 /// What a read load measured.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LoadResult {
     /// Successful requests in the window.
     pub requests: u64,
@@ -189,17 +326,56 @@ pub struct LoadResult {
     pub p99_ms: f64,
     /// Largest latency, ms.
     pub max_ms: f64,
+    /// Latency at [`stats::DISTRIBUTION_POINTS`], ms.
+    pub distribution: stats::Distribution,
 }
 
-/// `connections` keep-alive connections each sending `GET path` back to back for `warmup`
-/// (not counted) and then `duration`; every response must be 200 with `expect_len` bytes.
+/// What each request of a read load sends and must get back.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    /// The path.
+    pub path: String,
+    /// Extra headers (`Authorization`, `If-None-Match`).
+    pub headers: Vec<(String, String)>,
+    /// The status every answer must have.
+    pub status: u16,
+    /// The body length every answer must have.
+    pub length: usize,
+}
+
+impl ReadSpec {
+    /// A plain `GET path` answered 200 with `length` bytes.
+    pub fn ok(path: &str, length: usize) -> Self {
+        Self {
+            path: path.to_owned(),
+            headers: Vec::new(),
+            status: 200,
+            length,
+        }
+    }
+
+    /// The same request with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The same request expecting an empty `304 Not Modified`.
+    pub fn not_modified(mut self) -> Self {
+        self.status = 304;
+        self.length = 0;
+        self
+    }
+}
+
+/// `connections` keep-alive connections each sending `spec`'s request back to back for
+/// `warmup` (not counted) and then `duration`; every answer must match `spec`.
 pub async fn load(
     addr: &str,
-    path: &str,
+    spec: &ReadSpec,
     connections: usize,
     warmup: Duration,
     duration: Duration,
-    expect_len: usize,
 ) -> anyhow::Result<LoadResult> {
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + warmup;
@@ -207,8 +383,13 @@ pub async fn load(
     let mut tasks = Vec::with_capacity(connections);
     for _ in 0..connections {
         let addr = addr.to_owned();
-        let path = path.to_owned();
+        let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
+            let headers: Vec<(&str, &str)> = spec
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
             let mut conn = Conn::connect(&addr).await?;
             let mut latencies: Vec<f64> = Vec::with_capacity(200_000);
             let mut errors = 0u64;
@@ -218,10 +399,9 @@ pub async fn load(
                 if sent >= end {
                     break;
                 }
-                let outcome = conn.get(&path, &[]).await;
+                let outcome = conn.get(&spec.path, &headers).await;
                 let done = Instant::now();
-                let good =
-                    matches!(&outcome, Ok(r) if r.status == 200 && r.body.len() == expect_len);
+                let good = matches!(&outcome, Ok(r) if r.status == spec.status && r.body.len() == spec.length);
                 if sent >= measure_from {
                     if good {
                         latencies.push(done.duration_since(sent).as_secs_f64() * 1000.0);
@@ -252,11 +432,13 @@ pub async fn load(
         p50_ms: summary.p50,
         p99_ms: summary.p99,
         max_ms: summary.max,
+        distribution: summary.distribution,
     })
 }
 
 /// An axum server in the bench answering `GET /jobs/{id}/articles` with fixed bytes from
-/// memory, on its own runtime with as many threads as data-streams gets: the read ceiling.
+/// memory (a 304 when `If-None-Match` is their ETag), on its own runtime with as many threads
+/// as data-streams gets: the read ceiling.
 pub struct MemoryServer {
     addr: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -290,13 +472,24 @@ impl MemoryServer {
             .context("building the ceiling's runtime")?;
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
-                let handler = move || {
+                let handler = move |request: axum::http::HeaderMap| {
                     let body = body.clone();
                     let content_type = content_type.clone();
                     let etag = etag.clone();
                     async move {
-                        let mut response =
-                            axum::response::Response::new(axum::body::Body::from(body));
+                        let unchanged = etag.as_deref().is_some_and(|etag| {
+                            request
+                                .get(header::IF_NONE_MATCH)
+                                .is_some_and(|given| given.as_bytes() == etag.as_bytes())
+                        });
+                        let mut response = if unchanged {
+                            let mut response =
+                                axum::response::Response::new(axum::body::Body::empty());
+                            *response.status_mut() = axum::http::StatusCode::NOT_MODIFIED;
+                            response
+                        } else {
+                            axum::response::Response::new(axum::body::Body::from(body))
+                        };
                         let headers = response.headers_mut();
                         if let Ok(value) = content_type.parse() {
                             headers.insert(header::CONTENT_TYPE, value);

@@ -17,6 +17,8 @@
 //! - [`scale`]: figure 6.
 //! - [`restart`]: figure 7 and the big store's footprint.
 //! - [`control`]: figures 9 and 10: the reconcile pass at 100,000 jobs, job-move time.
+//! - [`cluster`]: figure 11: failover on a 3-node cluster.
+//! - [`mixed`]: figure 12: ingest, readers, writers and SSE clients at once.
 
 pub mod articles;
 pub mod cli;
@@ -25,6 +27,7 @@ pub mod control;
 pub mod http;
 pub mod ingest;
 pub mod jetstream;
+pub mod mixed;
 pub mod procs;
 pub mod publish;
 pub mod report;
@@ -127,40 +130,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     });
     let mut measured = true;
     let mut ran = BTreeSet::new();
-    for phase in Phase::ALL.into_iter().filter(|p| phases.contains(p)) {
-        eprintln!("== {phase:?} (figures {:?})", phase.figures());
-        let phase_started = Instant::now();
+    let selected: Vec<Phase> = Phase::ALL
+        .into_iter()
+        .filter(|p| phases.contains(p))
+        .collect();
+    // A quick run only checks that every figure can still be measured: the phases that mostly
+    // wait on timeouts, each on brokers of its own, run beside the others to keep it short.
+    let (beside, in_turn): (Vec<Phase>, Vec<Phase>) = selected
+        .into_iter()
+        .partition(|p| cli.quick && p.runs_beside_others());
+    let beside: Vec<_> = beside
+        .into_iter()
+        .map(|phase| (phase, tokio::spawn(run_phase(ctx.clone(), phase))))
+        .collect();
+    let mut outcomes = Vec::new();
+    for phase in in_turn {
+        outcomes.push((phase, run_phase(ctx.clone(), phase).await));
+    }
+    for (phase, task) in beside {
+        let outcome = task.await.unwrap_or_else(|error| Err(panic_message(error)));
+        outcomes.push((phase, outcome));
+    }
+    for (phase, outcome) in outcomes {
         ran.extend(phase.figures().iter().copied());
-        let task = tokio::spawn({
-            let ctx = ctx.clone();
-            async move {
-                match phase {
-                    Phase::Ingest => ingest::run(&ctx).await,
-                    Phase::Publish => publish::run(&ctx).await,
-                    Phase::Scale => scale::run(&ctx).await,
-                    Phase::Restart => restart::run(&ctx).await,
-                    Phase::Control => control::run(&ctx).await,
-                    Phase::Cluster => cluster::run(&ctx).await,
-                }
-            }
-        });
-        let failure = match task.await {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(format!("{error:#}")),
-            Err(error) => Some(panic_message(error)),
-        };
-        if let Some(failure) = failure {
+        if let Err(failure) = outcome {
             measured = false;
-            eprintln!("{phase:?} failed: {failure}");
             let short = failure.lines().next().unwrap_or("").to_owned();
             for &figure in phase.figures() {
                 report.error(figure, &format!("{phase:?} phase failed: {short}"));
             }
         }
-        eprintln!(
-            "== {phase:?} took {:.1} s",
-            phase_started.elapsed().as_secs_f64()
-        );
     }
     for (figure, _) in report::FIGURES {
         if !ran.contains(&figure) {
@@ -185,6 +184,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         out,
         measured,
     })
+}
+
+/// Runs one phase, timing it; a failure or a panic is its message.
+async fn run_phase(ctx: Arc<Ctx>, phase: Phase) -> Result<(), String> {
+    eprintln!("== {phase:?} (figures {:?})", phase.figures());
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        match phase {
+            Phase::Ingest => ingest::run(&ctx).await,
+            Phase::Publish => publish::run(&ctx).await,
+            Phase::Scale => scale::run(&ctx).await,
+            Phase::Restart => restart::run(&ctx).await,
+            Phase::Control => control::run(&ctx).await,
+            Phase::Cluster => cluster::run(&ctx).await,
+        }
+    });
+    let outcome = match task.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(format!("{error:#}")),
+        Err(error) => Err(panic_message(error)),
+    };
+    if let Err(failure) = &outcome {
+        eprintln!("{phase:?} failed: {failure}");
+    }
+    eprintln!("== {phase:?} took {:.1} s", started.elapsed().as_secs_f64());
+    outcome
 }
 
 fn panic_message(error: tokio::task::JoinError) -> String {

@@ -88,11 +88,25 @@ impl Bins {
         nats_url: &str,
         data_dir: &Path,
     ) -> (Proc, String) {
+        self.data_streams_with(log_dir, name, nats_url, data_dir, &[])
+            .await
+    }
+
+    /// [`Bins::data_streams`] with more flags.
+    pub async fn data_streams_with(
+        &self,
+        log_dir: &Path,
+        name: &str,
+        nats_url: &str,
+        data_dir: &Path,
+        flags: &[&str],
+    ) -> (Proc, String) {
         let addr = format!("127.0.0.1:{}", newsflow_tests::nats_server::free_port());
         let spec = self
             .spec(name, "data-streams", log_dir)
             .args(["--http-addr", &addr, "--nats-url", nats_url])
-            .args(["--data-dir".into(), data_dir.as_os_str().to_owned()]);
+            .args(["--data-dir".into(), data_dir.as_os_str().to_owned()])
+            .args(flags.iter().copied());
         (Proc::spawn(spec).await, addr)
     }
 }
@@ -132,10 +146,21 @@ pub async fn wait_ready(
     every: Duration,
     within: Duration,
 ) -> anyhow::Result<Instant> {
+    wait_ready_with(proc, addr, &[], every, within).await
+}
+
+/// [`wait_ready`] sending `headers` (the bearer token of a data-streams that has one).
+pub async fn wait_ready_with(
+    proc: &mut Proc,
+    addr: &str,
+    headers: &[(&str, &str)],
+    every: Duration,
+    within: Duration,
+) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + within;
     let mut client = Client::new(addr);
     loop {
-        if let Ok(response) = client.get("/readyz").await {
+        if let Ok(response) = client.get_with("/readyz", headers).await {
             if response.status == 200 {
                 return Ok(Instant::now());
             }

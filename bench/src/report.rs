@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Every figure of the benchmark, by number.
-pub const FIGURES: [(u8, &str); 11] = [
+pub const FIGURES: [(u8, &str); 12] = [
     (1, "ceilings: raw JetStream"),
     (2, "worker publish"),
     (3, "data-streams ingest"),
@@ -23,6 +23,7 @@ pub const FIGURES: [(u8, &str); 11] = [
     (9, "data-streams control at 100k jobs"),
     (10, "job move after a worker is killed"),
     (11, "failover on a 3-node cluster"),
+    (12, "mixed load: ingest, readers, writers, SSE clients"),
 ];
 
 /// What a row should meet.
@@ -33,6 +34,8 @@ pub enum Target {
     RatioAtLeast(f64),
     /// measured at most this (in the row's unit).
     AtMost(f64),
+    /// measured / reference at most this: a latency that may grow by this factor.
+    RatioAtMost(f64),
 }
 
 /// The unit of a row, which also decides how it prints.
@@ -111,6 +114,17 @@ impl Row {
         )
     }
 
+    /// A latency beside the same latency measured alone, which it may exceed by `factor`.
+    pub fn no_worse_than(name: &str, unit: Unit, measured: f64, alone: f64, factor: f64) -> Self {
+        Self::build(
+            name,
+            unit,
+            Some(measured),
+            Some(alone),
+            Some(Target::RatioAtMost(factor)),
+        )
+    }
+
     /// A figure beside a reference, without a target.
     pub fn compared(name: &str, unit: Unit, measured: f64, reference: f64) -> Self {
         Self::build(name, unit, Some(measured), Some(reference), None)
@@ -163,6 +177,7 @@ impl Row {
         let ok = target.map(|target| match target {
             Target::RatioAtLeast(min) => ratio.is_some_and(|r| r >= min),
             Target::AtMost(max) => measured.is_some_and(|m| m <= max),
+            Target::RatioAtMost(max) => ratio.is_some_and(|r| r <= max),
         });
         Self {
             name: name.to_owned(),
@@ -187,6 +202,7 @@ impl Row {
             match self.target {
                 Some(Target::RatioAtLeast(min)) => format!(">= {min:.2}x"),
                 Some(Target::AtMost(max)) => format!("<= {}", self.unit.format(max)),
+                Some(Target::RatioAtMost(max)) => format!("<= {max:.2}x"),
                 None => dash(),
             },
             match self.ok {
@@ -213,6 +229,52 @@ pub struct Figure {
     pub error: Option<String>,
     /// Whether it was left out with `--only`.
     pub skipped: bool,
+    /// What the picture draws beyond the rows: distributions and curves.
+    pub plots: Vec<Plot>,
+}
+
+/// A chart of the picture: lines of `(x, y)` points.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plot {
+    /// Its title.
+    pub title: String,
+    /// What x is: a percentile (a latency distribution) or a count.
+    pub x: Axis,
+    /// The unit of y.
+    pub y: Unit,
+    /// The lines.
+    pub series: Vec<Series>,
+    /// A bound on y to draw as a dashed line (a target).
+    pub limit: Option<f64>,
+}
+
+/// The x axis of a plot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Axis {
+    /// Percentiles, drawn so that 90, 99 and 99.9 are evenly apart.
+    Percentile,
+    /// A count (articles written, say), linear from 0.
+    Count,
+}
+
+/// One line of a plot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    /// Its label.
+    pub label: String,
+    /// Its points.
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    /// A line called `label`.
+    pub fn new(label: &str, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            label: label.to_owned(),
+            points,
+        }
+    }
 }
 
 /// The machine and the run.
@@ -286,6 +348,7 @@ impl Default for Report {
                         details: serde_json::Map::new(),
                         error: None,
                         skipped: false,
+                        plots: Vec::new(),
                     },
                 )
             })
@@ -326,6 +389,11 @@ impl Report {
     pub fn detail(&self, figure: u8, key: &str, value: impl Serialize) {
         let value = serde_json::to_value(value).unwrap_or(Value::Null);
         self.with(figure, |f| f.details.insert(key.to_owned(), value));
+    }
+
+    /// Adds a chart to `figure`'s part of the picture.
+    pub fn plot(&self, figure: u8, plot: Plot) {
+        self.with(figure, |f| f.plots.push(plot));
     }
 
     /// Records why part of `figure` could not be measured.
@@ -463,6 +531,12 @@ mod tests {
         assert_eq!(row.ok, Some(true));
         let row = Row::at_most("p99", Unit::Ms, 25.0, 20.0);
         assert_eq!(row.ok, Some(false));
+        let row = Row::no_worse_than("p99 mixed", Unit::Ms, 11.0, 10.0, 1.2);
+        assert_eq!(row.ok, Some(true));
+        assert_eq!(
+            Row::no_worse_than("p99 mixed", Unit::Ms, 13.0, 10.0, 1.2).ok,
+            Some(false)
+        );
         assert_eq!(Row::info("rss", Unit::Bytes, 1.0).ok, None);
     }
 

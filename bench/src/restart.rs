@@ -1,6 +1,11 @@
-//! The restart phase (figure 7): a data-streams store filled with a million articles by the
-//! service's own ingest code (the consumer's step function, without a broker), then timed
-//! from process start to ready and to the first read; and that store's footprint (figure 8).
+//! The restart phase (figure 7): a data-streams store filled stage by stage by the service's
+//! own ingest code (the consumer's step function, without a broker), and after each stage a
+//! timed start, from process start to ready and to the first read: restart time against the
+//! articles written since the last start, as a curve. Then that store's footprint (figure 8).
+//!
+//! sled 0.34 writes its snapshot only when it opens a store, after replaying the log written
+//! since the previous snapshot: a start replays everything written since the last start, so
+//! that (not the store's size) is what the curve's x axis is.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,135 +22,182 @@ use serde_json::json;
 use crate::articles::{Corpus, Plan};
 use crate::http::Client;
 use crate::procs::{disk_bytes, rss_bytes, wait_for_line, wait_ready};
-use crate::report::{Row, Unit};
+use crate::report::{Axis, Plot, Row, Series, Unit};
 use crate::Ctx;
+
+/// One timed start.
+struct Start {
+    ready_ms: f64,
+    read_ms: f64,
+    open_ms: f64,
+    rss: u64,
+}
 
 /// Runs the phase.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let (report, sizes) = (&ctx.report, &ctx.sizes);
-    let plan = Plan::new(
-        "big",
-        sizes.restart_jobs,
-        sizes.restart_batches,
-        sizes.restart_batch_articles,
-    )?;
-    let articles = plan.article_count();
     let data_dir = ctx.dir.join("ds-restart");
-    eprintln!("filling a store with {articles} articles");
-    let fill_seconds = {
-        let (corpus, plan, dir) = (ctx.corpus.clone(), plan.clone(), data_dir.clone());
-        tokio::task::spawn_blocking(move || fill(&dir, &corpus, &plan))
-            .await
-            .context("the fill panicked")??
-    };
-    report.detail(
-        7,
-        "fill",
-        json!({"articles": articles, "seconds": fill_seconds}),
-    );
-    let disk = disk_bytes(&data_dir) as f64 / articles as f64;
-
-    // Its own broker, so nothing is waiting to be ingested while it starts.
-    let nats = NatsServer::start_in(&ctx.dir.join("nats-restart")).await;
-    let (last_job, last_batch) = plan.last().context("an empty plan")?;
-    let read_path = format!("/jobs/{last_job}/articles");
-    let needle = last_batch.to_string();
+    let mut total = 0u64;
+    let mut curve = Vec::new();
+    let mut last_read = None;
     let mut timings = Vec::new();
-    let mut rss_rest = 0;
-    // The first start follows the writes of a million articles: sled replays its log since
-    // the last open. The second follows a start with nothing written in between.
-    for round in ["after ingest", "again"] {
-        let spawned = Instant::now();
-        let (mut ds, addr) = ctx
-            .bins
-            .data_streams(&ctx.dir, "data-streams-restart", &nats.url(), &data_dir)
-            .await;
-        let listening = wait_for_line(
-            &mut ds,
-            "data-streams listening on",
-            Duration::from_millis(5),
-            Duration::from_secs(300),
-        )
-        .await?;
-        let ready = wait_ready(
-            &mut ds,
-            &addr,
-            Duration::from_millis(5),
-            Duration::from_secs(300),
-        )
-        .await?;
-        let mut client = Client::new(&addr);
-        let response = client.get(&read_path).await?;
-        let read = Instant::now();
-        ensure!(
-            response.status == 200
-                && response
-                    .body
-                    .windows(needle.len())
-                    .any(|w| w == needle.as_bytes()),
-            "{round}: GET {read_path} answered {} without batch {needle}",
-            response.status
+    for (stage, &jobs) in sizes.restart_stages.iter().enumerate() {
+        let plan = Plan::new(
+            &format!("big{stage}"),
+            jobs,
+            sizes.restart_batches,
+            sizes.restart_batch_articles,
+        )?;
+        let written = plan.article_count();
+        eprintln!("writing {written} articles into the store (stage {stage})");
+        let fill_seconds = {
+            let (corpus, plan, dir) = (ctx.corpus.clone(), plan.clone(), data_dir.clone());
+            tokio::task::spawn_blocking(move || fill(&dir, &corpus, &plan))
+                .await
+                .context("the fill panicked")??
+        };
+        total += written;
+        let (last_job, last_batch) = plan.last().context("an empty plan")?;
+        let read = (format!("/jobs/{last_job}/articles"), last_batch.to_string());
+        let start = timed_start(ctx, stage, &data_dir, &read).await?;
+        eprintln!(
+            "start after writing {written}: ready after {:.0} ms, first read after {:.0} ms",
+            start.ready_ms, start.read_ms
         );
-        let ready_ms = ready.duration_since(spawned).as_secs_f64() * 1000.0;
-        let read_ms = read.duration_since(spawned).as_secs_f64() * 1000.0;
-        eprintln!("start {round}: ready after {ready_ms:.0} ms, first read after {read_ms:.0} ms");
-        // Store open (sled recovery) and ingest state until the address is printed; NATS,
-        // stream and consumer after.
-        let open_ms = listening.duration_since(spawned).as_secs_f64() * 1000.0;
         timings.push(json!({
-            "round": round,
-            "store_open_ms": open_ms,
-            "ready_ms": ready_ms,
-            "first_read_ms": read_ms,
+            "written_since_last_start": written, "stored": total, "fill_seconds": fill_seconds,
+            "store_open_ms": start.open_ms, "ready_ms": start.ready_ms,
+            "first_read_ms": start.read_ms,
         }));
-        tokio::time::sleep(sizes.settle).await;
-        rss_rest = rss_bytes(ds.pid()).context("reading data-streams' RSS")?;
-        let status = ds.terminate().await;
-        ensure!(status.success(), "data-streams exited with {status}");
-        if round == "after ingest" {
+        curve.push((written as f64, start.ready_ms, start.open_ms));
+        let last_stage = stage + 1 == sizes.restart_stages.len();
+        let name = format!("restart -> ready, {written} written since the last start");
+        report.row(
+            7,
+            if last_stage {
+                Row::at_most(&name, Unit::Ms, start.ready_ms, 1000.0)
+            } else {
+                Row::info(&name, Unit::Ms, start.ready_ms)
+            },
+        );
+        if last_stage {
             report.row(
                 7,
-                Row::at_most(
-                    &format!("restart -> ready after ingesting {articles}"),
-                    Unit::Ms,
-                    ready_ms,
-                    1000.0,
-                ),
-            );
-            report.row(
-                7,
-                Row::at_most("restart -> first read", Unit::Ms, read_ms, 1000.0),
-            );
-        } else {
-            report.row(
-                7,
-                Row::at_most(
-                    "restart -> ready, nothing written since last start",
-                    Unit::Ms,
-                    ready_ms,
-                    1000.0,
-                ),
+                Row::at_most("restart -> first read", Unit::Ms, start.read_ms, 1000.0),
             );
         }
+        last_read = Some(read);
     }
-    report.detail(7, "rounds", timings);
+    let read = last_read.context("no restart stage")?;
+    let again = timed_start(ctx, sizes.restart_stages.len(), &data_dir, &read).await?;
+    timings.push(json!({
+        "written_since_last_start": 0, "stored": total, "store_open_ms": again.open_ms,
+        "ready_ms": again.ready_ms, "first_read_ms": again.read_ms,
+    }));
+    curve.insert(0, (0.0, again.ready_ms, again.open_ms));
+    report.row(
+        7,
+        Row::at_most(
+            &format!("restart -> ready, nothing written since ({total} stored)"),
+            Unit::Ms,
+            again.ready_ms,
+            1000.0,
+        ),
+    );
+    report.detail(7, "starts", timings);
+    report.plot(
+        7,
+        Plot {
+            title: "restart -> ready against articles written since the last start".to_owned(),
+            x: Axis::Count,
+            y: Unit::Ms,
+            series: vec![
+                Series::new(
+                    "ready",
+                    curve.iter().map(|&(x, ready, _)| (x, ready)).collect(),
+                ),
+                Series::new(
+                    "store open (sled log replay)",
+                    curve.iter().map(|&(x, _, open)| (x, open)).collect(),
+                ),
+            ],
+            limit: Some(1000.0),
+        },
+    );
     report.row(
         8,
         Row::info(
-            &format!("data-streams RSS at rest, {articles} stored"),
+            &format!("data-streams RSS at rest, {total} stored"),
             Unit::Bytes,
-            rss_rest as f64,
+            again.rss as f64,
         ),
     );
     report.row(
         8,
         Row::info(
-            &format!("sled disk per article, {articles}-article store"),
+            &format!("sled disk per article, {total}-article store"),
             Unit::Bytes,
-            disk,
+            disk_bytes(&data_dir) as f64 / total as f64,
         ),
     );
     Ok(())
+}
+
+/// Starts data-streams on `data_dir`, times it to ready and to a read of `read.0` that
+/// shows batch `read.1`, and stops it. Each start has a fresh broker of its own: nothing is
+/// waiting to be ingested, and its empty jobs bucket is seeded with the store's jobs (the
+/// stages write jobs into the store directly, which a bucket already written would delete).
+async fn timed_start(
+    ctx: &Ctx,
+    n: usize,
+    data_dir: &Path,
+    read: &(String, String),
+) -> anyhow::Result<Start> {
+    let nats = NatsServer::start_in(&ctx.dir.join(format!("nats-restart-{n}"))).await;
+    let (read_path, needle) = read;
+    let spawned = Instant::now();
+    let (mut ds, addr) = ctx
+        .bins
+        .data_streams(&ctx.dir, "data-streams-restart", &nats.url(), data_dir)
+        .await;
+    let listening = wait_for_line(
+        &mut ds,
+        "data-streams listening on",
+        Duration::from_millis(5),
+        Duration::from_secs(300),
+    )
+    .await?;
+    let ready = wait_ready(
+        &mut ds,
+        &addr,
+        Duration::from_millis(5),
+        Duration::from_secs(300),
+    )
+    .await?;
+    let response = Client::new(&addr).get(read_path).await?;
+    let read = Instant::now();
+    ensure!(
+        response.status == 200
+            && response
+                .body
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes()),
+        "GET {read_path} answered {} without batch {needle}",
+        response.status
+    );
+    tokio::time::sleep(ctx.sizes.settle).await;
+    let rss = rss_bytes(ds.pid()).context("reading data-streams' RSS")?;
+    let status = ds.terminate().await;
+    ensure!(status.success(), "data-streams exited with {status}");
+    let ms = |at: Instant| at.duration_since(spawned).as_secs_f64() * 1000.0;
+    Ok(Start {
+        ready_ms: ms(ready),
+        read_ms: ms(read),
+        // Store open (sled recovery) and ingest state until the address is printed; NATS,
+        // stream and consumer after.
+        open_ms: ms(listening),
+        rss,
+    })
 }
 
 /// Writes `plan` into a data-streams store at `dir` with the service's step function, as if

@@ -1,10 +1,11 @@
 //! The run as a picture (`report.svg` beside the JSON lines): every row with a target as a bar
-//! of how far it is from meeting it, and every latency on a log scale beside its ceiling, so
-//! a reader sees the result at a glance. Hand-written SVG: no drawing dependency to build.
+//! of how far it is from meeting it, every latency on a log scale beside its ceiling, and the
+//! figures' charts (latency distributions by percentile, the restart curve), so a reader sees
+//! the result at a glance. Hand-written SVG: no drawing dependency to build.
 
 use std::fmt::Write as _;
 
-use crate::report::{Figure, Machine, Row, Target, Unit};
+use crate::report::{Axis, Figure, Machine, Plot, Row, Target, Unit};
 
 const WIDTH: f64 = 980.0;
 const LABEL: f64 = 520.0;
@@ -25,6 +26,7 @@ fn score(row: &Row) -> Option<f64> {
         (Target::RatioAtLeast(min), _, Some(ratio)) if min > 0.0 => Some(ratio / min),
         (Target::AtMost(max), measured, _) if measured > 0.0 => Some(max / measured),
         (Target::AtMost(_), _, _) => Some(2.0),
+        (Target::RatioAtMost(max), _, Some(ratio)) if ratio > 0.0 => Some(max / ratio),
         _ => None,
     }
 }
@@ -39,6 +41,9 @@ fn target_text(row: &Row) -> String {
         }
         (Some(Target::AtMost(max)), _) => {
             format!("{measured} (target <= {})", format_value(row.unit, max))
+        }
+        (Some(Target::RatioAtMost(max)), Some(ratio)) => {
+            format!("{measured}, {ratio:.2}x of alone (target <= {max:.2}x)")
         }
         _ => measured,
     }
@@ -74,7 +79,15 @@ pub fn render(figures: &[Figure], machine: &Machine, elapsed_secs: f64) -> Strin
         .flat_map(|f| f.rows.iter().map(move |r| (f.figure, r)))
         .filter(|(_, r)| r.unit == Unit::Ms && r.measured.is_some())
         .collect();
-    let height = 110.0 + LINE * (targeted.len() + latencies.len()) as f64 + 80.0;
+    let plots: Vec<(u8, &Plot)> = figures
+        .iter()
+        .flat_map(|f| f.plots.iter().map(move |p| (f.figure, p)))
+        .filter(|(_, p)| p.series.iter().any(|s| !s.points.is_empty()))
+        .collect();
+    let height = 110.0
+        + LINE * (targeted.len() + latencies.len()) as f64
+        + 80.0
+        + CHART_ROW * plots.len().div_ceil(2) as f64;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -174,8 +187,145 @@ pub fn render(figures: &[Figure], machine: &Machine, elapsed_secs: f64) -> Strin
             y + 12.0
         );
     }
+    y += 40.0;
+    for (i, (figure, plot)) in plots.iter().enumerate() {
+        let x = 10.0 + (i % 2) as f64 * (WIDTH / 2.0);
+        chart(&mut svg, *figure, plot, x, y);
+        if i % 2 == 1 {
+            y += CHART_ROW;
+        }
+    }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// Height of a row of charts.
+const CHART_ROW: f64 = 250.0;
+const CHART_W: f64 = 380.0;
+const CHART_H: f64 = 170.0;
+const COLOURS: [&str; 5] = ["#1565c0", "#757575", "#2e7d32", "#9e9e9e", "#ef6c00"];
+
+/// Where a percentile sits: 90, 99 and 99.9 evenly apart (0 at the left, 100 drawn at 99.95).
+fn percentile_at(p: f64) -> f64 {
+    let nines = -(1.0 - p.min(99.95) / 100.0).log10();
+    nines / (-(1.0f64 - 0.9995).log10())
+}
+
+/// A chart of `plot` with its top-left corner at `(left, top)`: x by percentile or count, y
+/// on a log scale for a latency distribution and linear for a curve.
+fn chart(svg: &mut String, figure: u8, plot: &Plot, left: f64, top: f64) {
+    let (x0, y0) = (left + 50.0, top + 24.0);
+    let values = plot
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .chain(plot.limit);
+    let high = values.clone().fold(0.0f64, f64::max).max(1e-3);
+    let log = plot.x == Axis::Percentile;
+    let low = if log {
+        values.fold(f64::INFINITY, f64::min).max(1e-3)
+    } else {
+        0.0
+    };
+    let max_x = plot
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(0.0f64, f64::max)
+        .max(1.0);
+    let (ylo, yhi) = if log {
+        (
+            low.log10().floor(),
+            high.log10().ceil().max(low.log10().floor() + 1.0),
+        )
+    } else {
+        (0.0, high * 1.1)
+    };
+    let y_of = |v: f64| {
+        let at = if log { v.max(1e-3).log10() } else { v };
+        y0 + CHART_H - (at - ylo) / (yhi - ylo) * CHART_H
+    };
+    let x_of = |v: f64| match plot.x {
+        Axis::Percentile => x0 + percentile_at(v) * CHART_W,
+        Axis::Count => x0 + v / max_x * CHART_W,
+    };
+    let _ = writeln!(
+        svg,
+        r#"<text x="{left}" y="{}" font-weight="bold">{figure} · {}</text>"#,
+        top + 12.0,
+        escape(&plot.title)
+    );
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{x0}" y="{y0}" width="{CHART_W}" height="{CHART_H}" fill="none" stroke="#bbb"/>"##
+    );
+    // y ticks: each decade (log) or five steps (linear).
+    let ticks: Vec<f64> = if log {
+        (ylo as i32..=yhi as i32).map(|d| 10f64.powi(d)).collect()
+    } else {
+        (0..=5).map(|i| yhi * f64::from(i) / 5.0).collect()
+    };
+    for tick in ticks {
+        let y = y_of(tick);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x0}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#eee"/><text x="{}" y="{:.1}" fill="#555" font-size="10" text-anchor="end">{}</text>"##,
+            x0 + CHART_W,
+            x0 - 4.0,
+            y + 3.0,
+            escape(&format_value(plot.y, tick))
+        );
+    }
+    let x_ticks: Vec<(f64, String)> = match plot.x {
+        Axis::Percentile => [0.0, 50.0, 90.0, 99.0, 99.9]
+            .iter()
+            .map(|&p| (p, format!("p{p}")))
+            .collect(),
+        Axis::Count => (0..=4)
+            .map(|i| {
+                let v = max_x * f64::from(i) / 4.0;
+                (v, format!("{v:.0}"))
+            })
+            .collect(),
+    };
+    for (v, label) in x_ticks {
+        let _ = writeln!(
+            svg,
+            r##"<text x="{:.1}" y="{}" fill="#555" font-size="10" text-anchor="middle">{label}</text>"##,
+            x_of(v),
+            y0 + CHART_H + 12.0
+        );
+    }
+    if let Some(limit) = plot.limit {
+        let y = y_of(limit);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{x0}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#c62828" stroke-dasharray="4 3"><title>target {}</title></line>"##,
+            x0 + CHART_W,
+            escape(&format_value(plot.y, limit))
+        );
+    }
+    for (i, series) in plot.series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let points: Vec<String> = series
+            .points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", x_of(x), y_of(y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
+            points.join(" ")
+        );
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{x0}" y="{:.1}" width="10" height="3" fill="{colour}"/><text x="{}" y="{:.1}" font-size="10">{}</text>"#,
+            y0 + CHART_H + 20.0 + 12.0 * i as f64,
+            x0 + 14.0,
+            y0 + CHART_H + 24.0 + 12.0 * i as f64,
+            escape(&series.label)
+        );
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +351,16 @@ mod tests {
             details: serde_json::Map::new(),
             error: None,
             skipped: false,
+            plots: vec![Plot {
+                title: "read <latency>".into(),
+                x: Axis::Percentile,
+                y: Unit::Ms,
+                series: vec![crate::report::Series::new(
+                    "service",
+                    vec![(50.0, 0.4), (99.0, 2.0), (100.0, 9.0)],
+                )],
+                limit: Some(3.0),
+            }],
         }
     }
 
@@ -220,6 +380,19 @@ mod tests {
         );
         assert!(svg.contains("ingest -&gt; visible") && svg.contains("cpu &lt;test&gt;"));
         assert!(!svg.contains("-> "), "unescaped text");
-        assert_eq!(svg.matches("#1565c0").count(), 1, "one latency row");
+        assert!(svg.contains("read &lt;latency&gt;"), "the chart is drawn");
+        assert_eq!(svg.matches("<polyline").count(), 1, "one series");
+    }
+
+    #[test]
+    fn percentiles_are_spread_by_their_nines() {
+        assert!(percentile_at(0.0).abs() < 1e-9);
+        let (p90, p99, p999) = (
+            percentile_at(90.0),
+            percentile_at(99.0),
+            percentile_at(99.9),
+        );
+        assert!(((p99 - p90) - (p999 - p99)).abs() < 1e-9);
+        assert!((percentile_at(100.0) - 1.0).abs() < 1e-9);
     }
 }

@@ -263,20 +263,35 @@ impl Api {
         self.wait_for_readyz(StatusCode::OK, within).await;
     }
 
-    /// Waits until `GET /readyz` answers `want` (a refused connection is not an answer).
+    /// Waits until `GET /readyz` answers `want` (a refused connection is not an answer);
+    /// on timeout, panics with the last answer it had, which says what was down.
     pub async fn wait_for_readyz(&self, want: StatusCode, within: Duration) {
-        wait_for(within, &format!("GET /readyz = {want}"), || async {
+        let last = std::sync::Mutex::new(String::from("no answer"));
+        let reached = crate::poll::poll_until(within, || async {
             let request = self.http.get(format!("{}/readyz", self.base));
             let request = match &self.token {
                 Some(token) => request.bearer_auth(token),
                 None => request,
             };
-            match request.send().await {
-                Ok(response) if response.status() == want => Some(()),
-                _ => None,
-            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(error) => {
+                    *last.lock().unwrap() = format!("no answer: {error}");
+                    return None;
+                }
+            };
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            *last.lock().unwrap() = format!("{status} {body}");
+            (status == want).then_some(())
         })
         .await;
+        if reached.is_none() {
+            panic!(
+                "timed out after {within:?} waiting for GET /readyz = {want}; last: {}",
+                last.lock().unwrap()
+            );
+        }
     }
 }
 
