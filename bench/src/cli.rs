@@ -19,10 +19,13 @@ pub enum Phase {
     Control,
     /// Figure 11: failover on a 3-node nats-server cluster when the stream's leader is killed.
     Cluster,
+    /// Figure 13: instructions per article and per request, counted by callgrind; only with
+    /// `--only profile` (valgrind needed, and slow).
+    Profile,
 }
 
 impl Phase {
-    /// Every phase, in the order a run goes through them.
+    /// Every phase a run goes through, in order ([`Phase::Profile`] only when asked for).
     pub const ALL: [Phase; 6] = [
         Phase::Ingest,
         Phase::Publish,
@@ -47,6 +50,7 @@ impl Phase {
             Phase::Restart => &[7, 8],
             Phase::Control => &[9, 10],
             Phase::Cluster => &[11],
+            Phase::Profile => &[13],
         }
     }
 }

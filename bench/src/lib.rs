@@ -19,6 +19,7 @@
 //! - [`control`]: figures 9 and 10: the reconcile pass at 100,000 jobs, job-move time.
 //! - [`cluster`]: figure 11: failover on a 3-node cluster.
 //! - [`mixed`]: figure 12: ingest, readers, writers and SSE clients at once.
+//! - [`profile`]: figure 13 (`--only profile`): instructions per article and per request.
 
 pub mod articles;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod ingest;
 pub mod jetstream;
 pub mod mixed;
 pub mod procs;
+pub mod profile;
 pub mod publish;
 pub mod report;
 pub mod restart;
@@ -132,6 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let mut ran = BTreeSet::new();
     let selected: Vec<Phase> = Phase::ALL
         .into_iter()
+        .chain([Phase::Profile])
         .filter(|p| phases.contains(p))
         .collect();
     // A quick run only checks that every figure can still be measured: the phases that mostly
@@ -198,6 +201,7 @@ async fn run_phase(ctx: Arc<Ctx>, phase: Phase) -> Result<(), String> {
             Phase::Restart => restart::run(&ctx).await,
             Phase::Control => control::run(&ctx).await,
             Phase::Cluster => cluster::run(&ctx).await,
+            Phase::Profile => profile::run(&ctx).await,
         }
     });
     let outcome = match task.await {

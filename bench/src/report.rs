@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Every figure of the benchmark, by number.
-pub const FIGURES: [(u8, &str); 12] = [
+pub const FIGURES: [(u8, &str); 13] = [
     (1, "ceilings: raw JetStream"),
     (2, "worker publish"),
     (3, "data-streams ingest"),
@@ -24,6 +24,7 @@ pub const FIGURES: [(u8, &str); 12] = [
     (10, "job move after a worker is killed"),
     (11, "failover on a 3-node cluster"),
     (12, "mixed load: ingest, readers, writers, SSE clients"),
+    (13, "instructions, counted by callgrind (--only profile)"),
 ];
 
 /// What a row should meet.
@@ -52,6 +53,8 @@ pub enum Unit {
     Ms,
     /// Bytes.
     Bytes,
+    /// Instructions executed.
+    Instructions,
 }
 
 impl Unit {
@@ -67,6 +70,7 @@ impl Unit {
             }
             Unit::Bytes if value >= 10.0 * 1024.0 => format!("{:.1} KiB", value / 1024.0),
             Unit::Bytes => format!("{value:.0} B"),
+            Unit::Instructions => format!("{} instr", thousands(value)),
         }
     }
 }

@@ -57,6 +57,7 @@ fn format_value(unit: Unit, value: f64) -> String {
         Unit::ArticlesPerSec => format!("{value:.0} art/s"),
         Unit::MessagesPerSec => format!("{value:.0} msg/s"),
         Unit::RequestsPerSec => format!("{value:.0} req/s"),
+        Unit::Instructions => format!("{value:.0} instr"),
     }
 }
 

@@ -32,8 +32,11 @@ async fn cluster_system() -> (System, Api, Bus) {
     let api = system.api();
     let bus = system.bus().await;
     for job in JOBS {
+        // Every batch kept: the audit compares the whole stream with what is served, and a
+        // slow failover can run a job past the default 20 batches.
         api.create_job_ok(&json!({
-            "id":job,"params":{"q":job},"interval_secs":1,"max_pages":3,"page_size":20
+            "id":job,"params":{"q":job},"interval_secs":1,"max_pages":3,"page_size":20,
+            "keep_batches":1000
         }))
         .await;
     }

@@ -23,7 +23,8 @@ async fn a_nats_server_restart_mid_stream_loses_and_duplicates_nothing_as_both_s
         .await;
     let api = system.api();
     api.create_job_ok(&json!({
-        "id":"steady","params":{"q":"bitcoin"},"interval_secs":1,"max_pages":4,"page_size":20
+        "id":"steady","params":{"q":"bitcoin"},"interval_secs":1,"max_pages":4,"page_size":20,
+        "keep_batches":1000
     }))
     .await;
     let reader = BatchReader::start(api.base(), &["steady"]);
