@@ -51,11 +51,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         .args([
             "--tool=callgrind".to_owned(),
             "--instr-atstart=no".to_owned(),
+            // Valgrind runs one thread at a time: without fair scheduling, a thread spinning
+            // on sled's lazy statics burns its slice (and billions of counted instructions)
+            // waiting for a thread that is not running.
+            "--fair-sched=yes".to_owned(),
             format!("--callgrind-out-file={}/ds.%p", out.display()),
         ])
         .args([ctx.bins.dir().join("data-streams").into_os_string()])
         .args(["--http-addr", &addr, "--nats-url", &nats.url()])
-        .args(["--data-dir".into(), data_dir.into_os_string()]);
+        .args(["--data-dir".into(), data_dir.into_os_string()])
+        // Everything runs some fifty times slower: a flush is not a stall.
+        .args(["--store-stall-secs", "3600"]);
     let mut ds = Proc::spawn(spec).await;
     wait_ready(
         &mut ds,
@@ -92,11 +98,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let path = format!("/jobs/{job}/articles");
     let mut reader = Client::new(&addr);
     let first = reader.get(&path).await?;
-    ensure!(
-        first.status == 200,
-        "GET {path} answered {}",
-        first.status
-    );
+    ensure!(first.status == 200, "GET {path} answered {}", first.status);
     let etag = first.etag.clone().context("the page has no ETag")?;
     control(pid, &["--zero"])?;
     for _ in 0..READS {
@@ -108,7 +110,11 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         let response = reader
             .get_with(&path, &[("If-None-Match", etag.as_str())])
             .await?;
-        ensure!(response.status == 304, "GET {path} (304): {}", response.status);
+        ensure!(
+            response.status == 304,
+            "GET {path} (304): {}",
+            response.status
+        );
     }
     let not_modified = dump(pid, &out, "reads-304")?;
     let status = ds.terminate().await;

@@ -20,9 +20,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The matched route template, or `unmatched`.
-    pub route: String,
+    pub route: &'static str,
     /// GET, POST, ...
-    pub method: String,
+    pub method: &'static str,
     /// The response status code.
     pub status: u16,
 }
@@ -31,9 +31,9 @@ pub struct RequestLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RouteLabels {
     /// The matched route template, or `unmatched`.
-    pub route: String,
+    pub route: &'static str,
     /// GET, POST, ...
-    pub method: String,
+    pub method: &'static str,
 }
 
 /// A job's desired state.
@@ -357,19 +357,24 @@ impl Metrics {
     }
 
     /// Counts one answered HTTP request.
-    pub fn observe_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    /// Labels are static strings (see `http::route_label`): counting a request allocates
+    /// nothing once its label set exists.
+    pub fn observe_request(
+        &self,
+        route: &'static str,
+        method: &'static str,
+        status: u16,
+        seconds: f64,
+    ) {
         self.http_requests
             .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
+                route,
+                method,
                 status,
             })
             .inc();
         self.http_duration
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-                method: method.to_owned(),
-            })
+            .get_or_create(&RouteLabels { route, method })
             .observe(seconds);
     }
 }

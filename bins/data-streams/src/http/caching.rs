@@ -35,9 +35,12 @@ const STORED_DATA: &[&str] = &[
 
 /// Whether `If-None-Match` lists `etag` (or is `*`).
 pub fn matches(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
+    lists(headers.get_all(header::IF_NONE_MATCH).iter(), etag)
+}
+
+/// Whether these `If-None-Match` values list `etag` (or are `*`).
+fn lists<'a>(values: impl Iterator<Item = &'a HeaderValue>, etag: &str) -> bool {
+    values
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
@@ -66,7 +69,13 @@ pub async fn conditional(request: Request, next: Next) -> Response {
     if !stored_data {
         return next.run(request).await;
     }
-    let conditions = request.headers().clone();
+    // Only the conditions are kept (empty, and not allocated, without `If-None-Match`).
+    let conditions: Vec<HeaderValue> = request
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .cloned()
+        .collect();
     let response = next.run(request).await;
     if response.status() != StatusCode::OK {
         return response;
@@ -80,7 +89,7 @@ pub async fn conditional(request: Request, next: Next) -> Response {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let etag = tag_of(&bytes);
-    if matches(&conditions, &etag) {
+    if lists(conditions.iter(), &etag) {
         if let Ok(value) = HeaderValue::from_str(&etag) {
             return not_modified(value, REVALIDATE);
         }

@@ -86,6 +86,10 @@ struct Forwarded;
 
 /// Whether a request changes jobs, and so must run on the controller.
 pub fn changes_jobs(method: &Method, path: &str) -> bool {
+    // Every request asks: reads leave at once, without splitting their path.
+    if !matches!(*method, Method::POST | Method::PATCH | Method::DELETE) {
+        return false;
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["jobs"] => method == Method::POST,

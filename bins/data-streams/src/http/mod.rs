@@ -35,6 +35,7 @@ pub mod views;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -167,21 +168,41 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
 /// final status, and times it. It is the outermost layer, so refusals by [`guard`] count too.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    // `/jobs/{id}` is labelled `/jobs/:id`: braces inside a label value are valid Prometheus
-    // text, but line-oriented parsers (prometheus-parse among them) drop such samples.
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || "unmatched".to_owned(),
-        |path| path.as_str().replace('{', ":").replace('}', ""),
-    );
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |path| route_label(path.as_str()));
     let method = known_method(request.method());
     let response = next.run(request).await;
     state.shared.metrics.observe_request(
-        &route,
+        route,
         method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// A route template as a label: `/jobs/{id}` is `/jobs/:id` (braces inside a label value are
+/// valid Prometheus text, but line-oriented parsers, prometheus-parse among them, drop such
+/// samples). Made once per template and kept (the router's templates are a fixed, small set),
+/// so that labelling a request allocates nothing.
+fn route_label(template: &str) -> &'static str {
+    static LABELS: std::sync::LazyLock<std::sync::RwLock<HashMap<String, &'static str>>> =
+        std::sync::LazyLock::new(Default::default);
+    let read = LABELS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(label) = read.get(template) {
+        return label;
+    }
+    drop(read);
+    let mut write = LABELS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    write
+        .entry(template.to_owned())
+        .or_insert_with(|| Box::leak(template.replace('{', ":").replace('}', "").into_boxed_str()))
 }
 
 /// The method as a label: the standard ones by name, anything else as `other` (a client can

@@ -73,11 +73,11 @@ impl Store {
     }
 
     /// Whether a job exists (cheaper than reading it).
+    ///
+    /// Read from the in-memory index (kept in step with every job write): every read of
+    /// stored data asks, and a sled lookup was 5% of a page read's instructions.
     pub fn job_exists(&self, id: &JobId) -> anyhow::Result<bool> {
-        let _call = self.watched("job exists");
-        self.jobs
-            .contains_key(id.as_str())
-            .context("reading a job record")
+        Ok(self.job_index().get(id).is_some())
     }
 
     /// A job's record.
