@@ -60,8 +60,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         .args([ctx.bins.dir().join("data-streams").into_os_string()])
         .args(["--http-addr", &addr, "--nats-url", &nats.url()])
         .args(["--data-dir".into(), data_dir.into_os_string()])
-        // Everything runs some fifty times slower: a flush is not a stall.
-        .args(["--store-stall-secs", "3600"]);
+        // Everything runs some fifty times slower: a flush is not a stall, and the control
+        // lease must not lapse between renewals.
+        .args(["--store-stall-secs", "3600", "--lease-ms", "60000"]);
     let mut ds = Proc::spawn(spec).await;
     wait_ready(
         &mut ds,

@@ -37,18 +37,15 @@ pub async fn latest(
     require_job(&state, &job)?;
     let (batch, after) = match params.cursor()? {
         Some(cursor) => batch_cursor(&cursor)?,
-        None => {
-            let status = state.shared.store.job_status(&job)?;
-            match status.latest {
-                Some(latest) => (latest.id, None),
-                None => {
-                    let body = ArticlesPage::new(job.as_str(), None, &[], None)
-                        .and_then(|page| page.to_body())
-                        .map_err(page_error)?;
-                    return Ok(json_response(Bytes::from(body), None));
-                }
+        None => match state.shared.store.latest_batch(&job)? {
+            Some(latest) => (latest, None),
+            None => {
+                let body = ArticlesPage::new(job.as_str(), None, &[], None)
+                    .and_then(|page| page.to_body())
+                    .map_err(page_error)?;
+                return Ok(json_response(Bytes::from(body), None));
             }
-        }
+        },
     };
     complete_batch_page(&state, &job, batch, after, limit, &headers)
 }

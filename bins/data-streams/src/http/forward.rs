@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -99,16 +99,16 @@ pub fn changes_jobs(method: &Method, path: &str) -> bool {
     }
 }
 
-/// The layer: runs a job change here when this instance controls jobs (and waits for it to be
-/// published), forwards it otherwise; lets every other request through.
-pub async fn forward(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The last step of the guard layer: runs a job change here when this instance controls jobs
+/// (and waits for it to be published), forwards it otherwise; lets every other request through.
+pub async fn forward(state: &AppState, request: Request, next: Next) -> Response {
     if !changes_jobs(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
     let timing = timing();
     let forwarded = request.extensions().get::<Forwarded>().is_some();
     if state.shared.role.controls() {
-        return run_here(&state, request, next, timing).await;
+        return run_here(state, request, next, timing).await;
     }
     if forwarded {
         return AppError::NoController(
@@ -129,9 +129,9 @@ pub async fn forward(State(state): State<AppState>, request: Request, next: Next
     loop {
         if state.shared.role.controls() {
             let request = Request::from_parts(parts, Body::from(body));
-            return run_here(&state, request, next, timing).await;
+            return run_here(state, request, next, timing).await;
         }
-        match ask_controller(&state, &parts, body.clone(), timing).await {
+        match ask_controller(state, &parts, body.clone(), timing).await {
             Ok(response) => return response,
             Err(Asked::NoController) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -91,17 +91,15 @@ pub fn router(state: AppState) -> Router {
         .route("/app.css", get(page::style))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
+    // Two layers of our own on every request (each layer costs a boxed service clone and a
+    // boxed future per request): `observe` outside, `guard` inside; the body limit settings
+    // only add request extensions.
     routes
         .route_layer(middleware::from_fn(caching::conditional))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            forward::forward,
-        ))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(middleware::map_response(contract_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(limit))
         .layer(Extension(BodyLimit(limit)))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -119,8 +117,8 @@ async fn method_not_allowed() -> AppError {
 /// What every request passes before its handler, in one layer: the in-flight bound (the
 /// operational routes are exempt, so a probe is answered under load), one `Authorization`
 /// header at most, the bearer token on every route but `/healthz` when one is configured
-/// (compared in constant time), and a body announced larger than the limit refused before it
-/// is sent.
+/// (compared in constant time), a body announced larger than the limit refused before it
+/// is sent, and a job change run where jobs are controlled ([`forward`]).
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let operational = matches!(path, "/healthz" | "/readyz" | "/metrics");
@@ -159,13 +157,14 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     if announced_length(headers).is_some_and(|length| length > limit as u64) {
         return refuse_announced_body(request, limit);
     }
-    next.run(request).await
+    forward::forward(&state, request, next).await
 }
 
-/// Counts every answered request by route template (axum's [`MatchedPath`] written
-/// `/jobs/:id`, `unmatched` for
-/// a path no route knows, so a scan of random paths cannot grow the label set), method and
-/// final status, and times it. It is the outermost layer, so refusals by [`guard`] count too.
+/// Puts errors produced outside the handlers in the contract's shape ([`contract_errors`]),
+/// then counts every answered request by route template (axum's [`MatchedPath`] written
+/// `/jobs/:id`, `unmatched` for a path no route knows, so a scan of random paths cannot grow
+/// the label set), method and final status, and times it. It is outside [`guard`], so
+/// refusals by it count too.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let route = request
@@ -173,7 +172,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .get::<MatchedPath>()
         .map_or("unmatched", |path| route_label(path.as_str()));
     let method = known_method(request.method());
-    let response = next.run(request).await;
+    let response = contract_errors(next.run(request).await).await;
     state.shared.metrics.observe_request(
         route,
         method,

@@ -150,6 +150,30 @@ impl Store {
         self.job_index().len()
     }
 
+    /// The id of a job's latest complete batch: [`Store::job_status`] for the read path, which
+    /// asks on every request and needs nothing else (the rest of the record is skipped, not
+    /// decoded).
+    pub fn latest_batch(&self, id: &JobId) -> anyhow::Result<Option<newsflow_core::BatchId>> {
+        #[derive(serde::Deserialize)]
+        struct LatestOnly {
+            latest: Option<IdOnly>,
+        }
+        #[derive(serde::Deserialize)]
+        struct IdOnly {
+            id: newsflow_core::BatchId,
+        }
+        let _call = self.watched("job status");
+        let Some(bytes) = self
+            .job_status
+            .get(id.as_str())
+            .context("reading a job status")?
+        else {
+            return Ok(None);
+        };
+        let status: LatestOnly = decode(&bytes, "job status")?;
+        Ok(status.latest.map(|latest| latest.id))
+    }
+
     /// What ingest learned about a job (empty when nothing yet).
     pub fn job_status(&self, id: &JobId) -> anyhow::Result<JobStatus> {
         let _call = self.watched("job status");
