@@ -65,6 +65,10 @@ bench *args:
     cargo build --release --bins
     cargo run --release -q -p newsflow-bench -- {{args}}
 
+# Instructions per article ingested and per request read, counted by callgrind (needs valgrind).
+profile:
+    just bench --only profile --keep
+
 # Repeat the kill cycles of the fault suite many times and print the figures.
 soak cycles="20":
     cargo build --workspace --bins

@@ -181,7 +181,12 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
             read_p99: reads.p99_ms,
         }
     };
-    mixed::run(ctx, &js, &addr, &plan, &alone).await?;
+    // A mixed load the service cannot keep up with is a figure 12 result, not a reason to
+    // leave the phase's other figures unmeasured.
+    if let Err(error) = mixed::run(ctx, &js, &addr, &plan, &alone).await {
+        eprintln!("figure 12 failed: {error:#}");
+        report.error(12, &format!("{error:#}"));
+    }
 
     let stopping = Instant::now();
     let status = ds.terminate().await;
@@ -428,7 +433,11 @@ pub async fn marker_samples(
                 break;
             }
             if sent.elapsed() > Duration::from_secs(30) {
-                bail!("batch {batch} not visible 30 s after its marker");
+                if until.is_none() {
+                    bail!("batch {batch} not visible 30 s after its marker");
+                }
+                // Under a load it cannot keep up with, the figure is "30 s or more".
+                break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

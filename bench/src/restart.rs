@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _};
 use data_streams::consumer::{step, Outcome, RawMessage};
 use data_streams::metrics::Metrics;
-use data_streams::store::{Ingest, Store};
+use data_streams::store::{Ingest, JobRecord, Store};
+use newsflow_nats::kv::JOBS_BUCKET;
 use newsflow_nats::stream::ConsumerSettings;
 use newsflow_nats::subjects;
 use newsflow_tests::NatsServer;
@@ -37,6 +38,13 @@ struct Start {
 pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let (report, sizes) = (&ctx.report, &ctx.sizes);
     let data_dir = ctx.dir.join("ds-restart");
+    // Its own broker, so nothing is waiting to be ingested while data-streams starts.
+    let nats = NatsServer::start_in(&ctx.dir.join("nats-restart")).await;
+    let js = async_nats::jetstream::new(
+        async_nats::connect(nats.url())
+            .await
+            .context("connecting to NATS")?,
+    );
     let mut total = 0u64;
     let mut curve = Vec::new();
     let mut last_read = None;
@@ -50,16 +58,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         )?;
         let written = plan.article_count();
         eprintln!("writing {written} articles into the store (stage {stage})");
-        let fill_seconds = {
+        let (fill_seconds, jobs) = {
             let (corpus, plan, dir) = (ctx.corpus.clone(), plan.clone(), data_dir.clone());
             tokio::task::spawn_blocking(move || fill(&dir, &corpus, &plan))
                 .await
                 .context("the fill panicked")??
         };
+        if stage > 0 {
+            publish_jobs(&js, &jobs).await?;
+        }
         total += written;
         let (last_job, last_batch) = plan.last().context("an empty plan")?;
         let read = (format!("/jobs/{last_job}/articles"), last_batch.to_string());
-        let start = timed_start(ctx, stage, &data_dir, &read).await?;
+        let start = timed_start(ctx, &nats, &data_dir, &read).await?;
         eprintln!(
             "start after writing {written}: ready after {:.0} ms, first read after {:.0} ms",
             start.ready_ms, start.read_ms
@@ -89,7 +100,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         last_read = Some(read);
     }
     let read = last_read.context("no restart stage")?;
-    let again = timed_start(ctx, sizes.restart_stages.len(), &data_dir, &read).await?;
+    let again = timed_start(ctx, &nats, &data_dir, &read).await?;
     timings.push(json!({
         "written_since_last_start": 0, "stored": total, "store_open_ms": again.open_ms,
         "ready_ms": again.ready_ms, "first_read_ms": again.read_ms,
@@ -143,17 +154,36 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Puts the records of the jobs a stage wrote into the `newsflow_jobs` bucket, as the
+/// controlling data-streams does for every job change (a store holding jobs its bucket does
+/// not would drop them on start). The first start made the bucket, seeding it with the first
+/// stage's jobs.
+async fn publish_jobs(
+    js: &async_nats::jetstream::Context,
+    jobs: &[JobRecord],
+) -> anyhow::Result<()> {
+    let bucket = js
+        .get_key_value(JOBS_BUCKET)
+        .await
+        .context("opening the jobs bucket")?;
+    for record in jobs {
+        let value = serde_json::to_vec(record).context("encoding a job record")?;
+        bucket
+            .put(record.spec.id().as_str(), value.into())
+            .await
+            .context("putting a job record")?;
+    }
+    Ok(())
+}
+
 /// Starts data-streams on `data_dir`, times it to ready and to a read of `read.0` that
-/// shows batch `read.1`, and stops it. Each start has a fresh broker of its own: nothing is
-/// waiting to be ingested, and its empty jobs bucket is seeded with the store's jobs (the
-/// stages write jobs into the store directly, which a bucket already written would delete).
+/// shows batch `read.1`, and stops it.
 async fn timed_start(
     ctx: &Ctx,
-    n: usize,
+    nats: &NatsServer,
     data_dir: &Path,
     read: &(String, String),
 ) -> anyhow::Result<Start> {
-    let nats = NatsServer::start_in(&ctx.dir.join(format!("nats-restart-{n}"))).await;
     let (read_path, needle) = read;
     let spawned = Instant::now();
     let (mut ds, addr) = ctx
@@ -201,8 +231,8 @@ async fn timed_start(
 }
 
 /// Writes `plan` into a data-streams store at `dir` with the service's step function, as if
-/// consumed from the stream; returns the seconds it took.
-fn fill(dir: &Path, corpus: &Corpus, plan: &Plan) -> anyhow::Result<f64> {
+/// consumed from the stream; returns the seconds it took and the job records it made.
+fn fill(dir: &Path, corpus: &Corpus, plan: &Plan) -> anyhow::Result<(f64, Vec<JobRecord>)> {
     let started = Instant::now();
     // Called on a blocking thread of the runtime: its handle may block on the flushes.
     let runtime = tokio::runtime::Handle::current();
@@ -234,7 +264,12 @@ fn fill(dir: &Path, corpus: &Corpus, plan: &Plan) -> anyhow::Result<f64> {
         }
     }
     runtime.block_on(store.flush())?;
+    let jobs: Vec<JobRecord> = store
+        .all_jobs()?
+        .into_iter()
+        .filter(|record| plan.jobs.contains(record.spec.id()))
+        .collect();
     drop(ingest);
     drop(store);
-    Ok(started.elapsed().as_secs_f64())
+    Ok((started.elapsed().as_secs_f64(), jobs))
 }

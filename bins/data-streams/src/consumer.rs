@@ -437,9 +437,18 @@ async fn flush_then_ack(
 async fn execute(command: IngestCommand, ingest: &mut Ingest, shared: &Shared) {
     match command {
         IngestCommand::DeleteJob(job, reply) => {
-            let result = ingest.delete_job(&job).await;
+            let result = ingest.delete_job_unflushed(&job);
             shared.cache.forget_job(&job);
-            let _ = reply.send(result);
+            // The answer waits for the flush that makes the deletion durable; the writer
+            // does not (concurrent waits share one flush).
+            let store = shared.store.clone();
+            tokio::spawn(async move {
+                let result = match result {
+                    Ok(existed) => store.flush().await.map(|()| existed),
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(result);
+            });
         }
     }
 }

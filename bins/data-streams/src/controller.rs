@@ -118,7 +118,8 @@ pub async fn run(context: Context, shutdown: CancellationToken) -> anyhow::Resul
     loop {
         let tick = tokio::time::sleep(every);
         // A replica takes control only with a copy of the job records that is current.
-        if context.shared.jobs.is_current() {
+        let current = context.shared.jobs.is_current();
+        if current {
             let sent = Instant::now();
             match lease.claim().await {
                 Ok(Claim::Held(revision)) => {
@@ -141,12 +142,23 @@ pub async fn run(context: Context, shutdown: CancellationToken) -> anyhow::Resul
                 }
             }
         }
+        // Not yet current (a start catching up with the bucket): contend as soon as it is,
+        // not a renewal period later (up to a second of every start's time to ready).
+        let caught_up = async {
+            while !context.shared.jobs.is_current() {
+                tokio::time::sleep(CATCH_UP_POLL).await;
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tick => {}
+            () = caught_up, if !current => {}
         }
     }
 }
+
+/// How often a start that is catching up with the jobs bucket looks whether it has.
+const CATCH_UP_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, PartialEq, Eq)]
 enum Led {
