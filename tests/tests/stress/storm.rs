@@ -75,11 +75,33 @@ async fn round(api: &Api, round: usize) -> Vec<(String, StatusCode, Duration)> {
             ("read".to_owned(), status, took)
         }
     });
-    let (mut creates, toggles, reads) =
-        futures::join!(join_all(creates), join_all(toggles), join_all(reads));
+    // The previous round's odd jobs are deleted while this round creates (a deletion goes
+    // through the store writer that also applies the backlog).
+    let deletes = (1..CONCURRENT)
+        .filter(|i| round > 0 && deleted_later(*i))
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let path = format!("/jobs/storm-{}-{i}", round - 1);
+                let ((status, _), took) = timed(api.delete(&path)).await;
+                ("delete".to_owned(), status, took)
+            }
+        });
+    let (mut creates, toggles, reads, deletes) = futures::join!(
+        join_all(creates),
+        join_all(toggles),
+        join_all(reads),
+        join_all(deletes)
+    );
     creates.extend(toggles);
     creates.extend(reads);
+    creates.extend(deletes);
     creates
+}
+
+/// Whether the job a round creates as its `i`th is deleted by the next round.
+fn deleted_later(i: usize) -> bool {
+    i % 5 != 0 && i % 2 == 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -116,6 +138,7 @@ async fn rounds_of_concurrent_writes_and_reads_during_ingest_are_all_answered_an
     for (what, status, _) in &answered {
         let expected: &[StatusCode] = match what.as_str() {
             "create" => &[StatusCode::CREATED, StatusCode::CONFLICT],
+            "delete" => &[StatusCode::NO_CONTENT],
             _ => &[StatusCode::OK],
         };
         assert!(expected.contains(status), "a {what} was answered {status}");
@@ -159,6 +182,14 @@ async fn rounds_of_concurrent_writes_and_reads_during_ingest_are_all_answered_an
     for n in 0..ROUNDS {
         for i in (1..CONCURRENT).filter(|i| i % 5 != 0) {
             let (status, job) = api.get(&format!("/jobs/storm-{n}-{i}")).await;
+            if n + 1 < ROUNDS && deleted_later(i) {
+                assert_eq!(
+                    status,
+                    StatusCode::NOT_FOUND,
+                    "storm-{n}-{i} was deleted: {job}"
+                );
+                continue;
+            }
             assert_eq!(status, StatusCode::OK, "storm-{n}-{i} was created");
             assert_eq!(job["state"], "running", "{job}");
         }
