@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use crate::report::{Axis, Figure, Machine, Plot, Row, Target, Unit};
 
-const WIDTH: f64 = 980.0;
+const WIDTH: f64 = 1240.0;
 const LABEL: f64 = 520.0;
 const BAR: f64 = 360.0;
 const LINE: f64 = 22.0;
@@ -201,7 +201,7 @@ pub fn render(figures: &[Figure], machine: &Machine, elapsed_secs: f64) -> Strin
 }
 
 /// Height of a row of charts.
-const CHART_ROW: f64 = 250.0;
+const CHART_ROW: f64 = 280.0;
 const CHART_W: f64 = 380.0;
 const CHART_H: f64 = 170.0;
 const COLOURS: [&str; 5] = ["#1565c0", "#757575", "#2e7d32", "#9e9e9e", "#ef6c00"];
