@@ -144,21 +144,13 @@ pub async fn run(context: Context, shutdown: CancellationToken) -> anyhow::Resul
         }
         // Not yet current (a start catching up with the bucket): contend as soon as it is,
         // not a renewal period later (up to a second of every start's time to ready).
-        let caught_up = async {
-            while !context.shared.jobs.is_current() {
-                tokio::time::sleep(CATCH_UP_POLL).await;
-            }
-        };
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tick => {}
-            () = caught_up, if !current => {}
+            () = context.shared.jobs.wait_current(), if !current => {}
         }
     }
 }
-
-/// How often a start that is catching up with the jobs bucket looks whether it has.
-const CATCH_UP_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, PartialEq, Eq)]
 enum Led {

@@ -19,7 +19,6 @@
 //!   deletes what it had.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +43,8 @@ const PUBLISH_CONCURRENCY: usize = 64;
 
 /// What an instance knows of its copy of the bucket.
 pub struct Follower {
-    current: AtomicBool,
+    /// Whether the copy has caught up with the bucket and its watch is live.
+    current: watch::Sender<bool>,
     /// The bucket's stream sequence of the last value read.
     read_up_to: watch::Sender<u64>,
     resync: Notify,
@@ -53,7 +53,7 @@ pub struct Follower {
 impl Default for Follower {
     fn default() -> Self {
         Self {
-            current: AtomicBool::new(false),
+            current: watch::Sender::new(false),
             read_up_to: watch::Sender::new(0),
             resync: Notify::new(),
         }
@@ -69,7 +69,14 @@ enum Ended {
 impl Follower {
     /// Whether the copy has caught up with the bucket and its watch is live.
     pub fn is_current(&self) -> bool {
-        self.current.load(Ordering::Acquire)
+        *self.current.borrow()
+    }
+
+    /// Resolves once the copy is current (at once when it is).
+    pub async fn wait_current(&self) {
+        let mut current = self.current.subscribe();
+        // The sender lives as long as `self`: the wait cannot end in an error.
+        let _ = current.wait_for(|current| *current).await;
     }
 
     /// Reads the bucket again from scratch and makes the store match it (after this instance
@@ -108,7 +115,7 @@ impl Follower {
                 let shutdown = shutdown.clone();
                 async move {
                     let outcome = follower.watch(&shared, &js, replicas, &shutdown).await;
-                    follower.current.store(false, Ordering::Release);
+                    follower.current.send_replace(false);
                     match outcome {
                         Ok(Ended::Shutdown) => Ok(()),
                         Ok(Ended::Resync) => Err(Failure::Transient(anyhow::anyhow!(
@@ -206,7 +213,7 @@ impl Follower {
                 }
             }
         }
-        self.current.store(true, Ordering::Release);
+        self.current.send_replace(true);
     }
 }
 

@@ -282,7 +282,8 @@ mod tests {
         assert_eq!(after_first.len(), 1, "only a's, only after the id");
         assert_eq!(after_first[0].1.batch_id, made[2].1);
 
-        ingest.delete_job(&a).await.expect("deletes");
+        ingest.delete_job_unflushed(&a).expect("deletes");
+        store.flush().await.expect("flushes");
         let left = store
             .batch_events_after(EventId::default(), None, 100)
             .expect("reads");

@@ -162,27 +162,24 @@ impl Store {
         struct IdOnly {
             id: newsflow_core::BatchId,
         }
-        let _call = self.watched("job status");
-        let Some(bytes) = self
-            .job_status
-            .get(id.as_str())
-            .context("reading a job status")?
-        else {
-            return Ok(None);
-        };
-        let status: LatestOnly = decode(&bytes, "job status")?;
-        Ok(status.latest.map(|latest| latest.id))
+        Ok(self
+            .read_status::<LatestOnly>(id)?
+            .and_then(|status| status.latest)
+            .map(|latest| latest.id))
     }
 
     /// What ingest learned about a job (empty when nothing yet).
     pub fn job_status(&self, id: &JobId) -> anyhow::Result<JobStatus> {
+        Ok(self.read_status(id)?.unwrap_or_default())
+    }
+
+    /// A job's stored status decoded as `T` (the whole record, or the part a caller needs).
+    fn read_status<T: serde::de::DeserializeOwned>(&self, id: &JobId) -> anyhow::Result<Option<T>> {
         let _call = self.watched("job status");
-        Ok(self
-            .job_status
+        self.job_status
             .get(id.as_str())
             .context("reading a job status")?
             .map(|v| decode(&v, "job status"))
-            .transpose()?
-            .unwrap_or_default())
+            .transpose()
     }
 }

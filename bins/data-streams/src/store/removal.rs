@@ -72,16 +72,10 @@ impl Ingest {
     }
 
     /// Deletes a job and everything stored for it, and drops its stream data from batches
-    /// that started before now. Flushed before returning.
-    pub async fn delete_job(&mut self, job: &JobId) -> anyhow::Result<bool> {
-        let existed = self.delete_job_unflushed(job)?;
-        self.store.flush().await?;
-        Ok(existed)
-    }
-
-    /// [`Ingest::delete_job`] without waiting for the flush: the store writer hands the wait
-    /// to the caller, so that it goes on applying groups while the deletion is made durable
-    /// (a writer waiting for each delete's flush in turn starved ingest under many writers).
+    /// that started before now; returns whether the job existed. Not flushed: the store
+    /// writer hands the wait for [`super::Store::flush`] to the caller, so that it goes on
+    /// applying groups while the deletion is made durable (a writer waiting for each delete's
+    /// flush in turn starved ingest under many writers).
     pub fn delete_job_unflushed(&mut self, job: &JobId) -> anyhow::Result<bool> {
         let deleted_at = newsflow_core::unix_ms(newsflow_core::now_utc());
         self.store
