@@ -14,6 +14,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::http::Client;
+use crate::jetstream::{publish_message, publish_pipelined, PUBLISH_WINDOW};
 
 /// The article templates: one page of the mock.
 #[derive(Debug, Clone)]
@@ -120,6 +121,53 @@ pub fn marker_message(job: &JobId, batch: BatchId, count: u32) -> Outgoing {
             serde_json::to_vec(&marker).unwrap_or_else(|e| panic!("a marker serializes: {e}")),
         ),
     }
+}
+
+/// Batch ids from the clock, each later than the one before (a job's batches sort by id).
+#[derive(Debug, Default)]
+pub struct BatchClock {
+    last_ms: u64,
+}
+
+impl BatchClock {
+    /// The next id; `n` tells apart ids made in the same millisecond by other clocks.
+    pub fn next(&mut self, n: u128) -> anyhow::Result<BatchId> {
+        let now_ms =
+            u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+                .context("the clock is before 1970")?;
+        self.last_ms = now_ms.max(self.last_ms + 1);
+        Ok(BatchId::from_parts(self.last_ms, n))
+    }
+}
+
+/// Publishes `count` articles of `job`'s batch `batch`, awaiting every ack.
+pub async fn publish_articles(
+    js: &async_nats::jetstream::Context,
+    corpus: &Corpus,
+    job: &JobId,
+    batch: BatchId,
+    count: u32,
+) -> anyhow::Result<()> {
+    let articles = (0..count).map(|seq| corpus.article_message(job, batch, seq));
+    publish_pipelined(js, articles, PUBLISH_WINDOW).await?;
+    Ok(())
+}
+
+/// Publishes the `complete` marker of `job`'s batch `batch` of `count` articles and awaits
+/// its ack.
+pub async fn publish_marker(
+    js: &async_nats::jetstream::Context,
+    job: &JobId,
+    batch: BatchId,
+    count: u32,
+) -> anyhow::Result<()> {
+    let marker = marker_message(job, batch, count);
+    js.send_publish(marker.subject.clone(), publish_message(&marker))
+        .await
+        .context("publishing a marker")?
+        .await
+        .context("awaiting a marker's ack")?;
+    Ok(())
 }
 
 /// A job spec as `POST /jobs` would make it.

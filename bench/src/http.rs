@@ -183,11 +183,7 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> anyhow::Result<Response> {
         for attempt in 0..2 {
-            if self.conn.is_none() {
-                self.conn = Some(Conn::connect(&self.addr).await?);
-            }
-            let conn = self.conn.as_mut().context("a connection")?;
-            match conn.get(path, headers).await {
+            match self.conn().await?.get(path, headers).await {
                 Ok(response) => return Ok(response),
                 // A keep-alive connection the server dropped: once more on a fresh one.
                 Err(_) if attempt == 0 => self.conn = None,
@@ -196,9 +192,7 @@ impl Client {
         }
         bail!("unreachable: two attempts")
     }
-}
 
-impl Client {
     /// `method path` with extra headers and an optional JSON body (no retry: a write is not
     /// repeated on a dropped connection).
     pub async fn request(
@@ -208,15 +202,23 @@ impl Client {
         headers: &[(&str, &str)],
         json: Option<&[u8]>,
     ) -> anyhow::Result<Response> {
-        if self.conn.is_none() {
-            self.conn = Some(Conn::connect(&self.addr).await?);
-        }
-        let conn = self.conn.as_mut().context("a connection")?;
-        let outcome = conn.request(method, path, headers, json).await;
+        let outcome = self
+            .conn()
+            .await?
+            .request(method, path, headers, json)
+            .await;
         if outcome.is_err() {
             self.conn = None;
         }
         outcome
+    }
+
+    /// The connection, made when there is none.
+    async fn conn(&mut self) -> anyhow::Result<&mut Conn> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::connect(&self.addr).await?);
+        }
+        self.conn.as_mut().context("a connection")
     }
 }
 

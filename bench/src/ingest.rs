@@ -13,11 +13,9 @@ use newsflow_core::{BatchId, JobId};
 use newsflow_nats::stream::{ensure_stream, StreamSettings};
 use serde_json::json;
 
-use crate::articles::{marker_message, Plan};
+use crate::articles::{publish_articles, publish_marker, BatchClock, Plan};
 use crate::http::{self, Client, LoadResult, MemoryServer, ReadSpec, SseClients};
-use crate::jetstream::{
-    consume, open_sled, publish_message, publish_pipelined, Sink, PUBLISH_WINDOW,
-};
+use crate::jetstream::{consume, open_sled, publish_pipelined, Sink, PUBLISH_WINDOW};
 use crate::procs::{disk_bytes, read_metric, rss_bytes, wait_ready, wait_ready_with, RssSampler};
 use crate::report::{Axis, Plot, Row, Series, Unit};
 use crate::{mixed, stats, Ctx};
@@ -402,7 +400,7 @@ pub async fn marker_samples(
     let path = format!("/jobs/{job}/articles?limit=1");
     let mut client = Client::new(addr);
     let mut latencies = Vec::with_capacity(count.min(10_000));
-    let mut last_ms = 0u64;
+    let mut clock = BatchClock::default();
     let mut metrics = Client::new(addr);
     let groups_before = read_metric(&mut metrics, "newsflow_ingest_groups_total").await?;
     let flush_before =
@@ -411,22 +409,12 @@ pub async fn marker_samples(
         if until.is_some_and(|until| Instant::now() >= until) {
             break;
         }
-        let now_ms =
-            u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-                .context("the clock is before 1970")?;
-        last_ms = now_ms.max(last_ms + 1);
-        let batch = BatchId::from_parts(last_ms, i as u128);
-        let articles = (0..sizes.latency_batch_articles)
-            .map(|seq| ctx.corpus.article_message(&job, batch, seq));
-        publish_pipelined(js, articles, PUBLISH_WINDOW).await?;
-        let marker = marker_message(&job, batch, sizes.latency_batch_articles);
+        let batch = clock.next(i as u128)?;
+        let articles = sizes.latency_batch_articles;
+        publish_articles(js, &ctx.corpus, &job, batch, articles).await?;
         let needle = batch.to_string();
         let sent = Instant::now();
-        js.send_publish(marker.subject.clone(), publish_message(&marker))
-            .await
-            .context("publishing a marker")?
-            .await
-            .context("awaiting a marker's ack")?;
+        publish_marker(js, &job, batch, articles).await?;
         loop {
             let response = client.get(&path).await?;
             if response.status == 200 && contains(&response.body, needle.as_bytes()) {
@@ -514,7 +502,7 @@ async fn alternate<'a>(
 }
 
 /// The latest batch's first page (100 articles), checked; the path and the response.
-async fn first_page(
+pub(crate) async fn first_page(
     addr: &str,
     plan: &Plan,
     headers: &[(&str, &str)],

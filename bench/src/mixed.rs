@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use async_nats::jetstream;
-use newsflow_core::{BatchId, JobId};
+use newsflow_core::JobId;
 use serde_json::json;
 
-use crate::articles::{marker_message, Plan};
+use crate::articles::{publish_articles, publish_marker, BatchClock, Plan};
 use crate::http::{self, Client, ReadSpec, SseClients};
-use crate::ingest::marker_samples;
-use crate::jetstream::{publish_message, publish_pipelined, PUBLISH_WINDOW};
+use crate::ingest::{first_page, marker_samples};
 use crate::procs::read_metric;
 use crate::report::{Axis, Plot, Row, Series, Unit};
 use crate::{stats, Ctx};
@@ -71,8 +70,8 @@ pub async fn run(
     let writers: Vec<_> = (0..sizes.mixed_writers)
         .map(|w| tokio::spawn(write_jobs(addr.to_owned(), w, stop_writers.clone())))
         .collect();
-    let (path, length) = page_of(addr, plan).await?;
-    let read = ReadSpec::ok(&path, length);
+    let (path, page) = first_page(addr, plan, &[]).await?;
+    let read = ReadSpec::ok(&path, page.body.len());
     let readers = http::load(addr, &read, sizes.mixed_readers, warmup, sizes.mixed_window);
     let measure = async {
         tokio::time::sleep_until(measure_from.into()).await;
@@ -220,18 +219,6 @@ pub async fn run(
     Ok(())
 }
 
-/// The path and length of the first page of the backlog's first job.
-async fn page_of(addr: &str, plan: &Plan) -> anyhow::Result<(String, usize)> {
-    let path = format!("/jobs/{}/articles", plan.jobs[0]);
-    let response = Client::new(addr).get(&path).await?;
-    ensure!(
-        response.status == 200,
-        "GET {path} answered {}",
-        response.status
-    );
-    Ok((path, response.body.len()))
-}
-
 /// Publishes batches of `articles` articles and their markers, cycling over ten jobs, at
 /// `rate` articles per second until `end`; counts the articles acknowledged.
 async fn publish_at(
@@ -247,7 +234,7 @@ async fn publish_at(
         .collect::<Result<_, _>>()?;
     let every = Duration::from_secs_f64(f64::from(articles) / rate.max(1.0));
     let mut due = Instant::now();
-    let mut last_ms = 0u64;
+    let mut clock = BatchClock::default();
     for n in 0usize.. {
         if due >= end {
             break;
@@ -255,19 +242,9 @@ async fn publish_at(
         tokio::time::sleep_until(due.into()).await;
         due += every;
         let job = &jobs[n % jobs.len()];
-        let now_ms =
-            u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-                .context("the clock is before 1970")?;
-        last_ms = now_ms.max(last_ms + 1);
-        let batch = BatchId::from_parts(last_ms, n as u128);
-        let messages = (0..articles).map(|seq| corpus.article_message(job, batch, seq));
-        publish_pipelined(&js, messages, PUBLISH_WINDOW).await?;
-        let marker = marker_message(job, batch, articles);
-        js.send_publish(marker.subject.clone(), publish_message(&marker))
-            .await
-            .context("publishing a marker")?
-            .await
-            .context("awaiting a marker's ack")?;
+        let batch = clock.next(n as u128)?;
+        publish_articles(&js, &corpus, job, batch, articles).await?;
+        publish_marker(&js, job, batch, articles).await?;
         published.fetch_add(u64::from(articles), Ordering::Relaxed);
     }
     Ok(())
