@@ -176,7 +176,9 @@ async fn every_acknowledged_article_is_stored_exactly_once_after_data_streams_is
     let mut system = system_for_own_batches().await;
     let api = system.api();
     let bus = system.bus().await;
-    let publisher = spawn_publisher(&bus, &INGEST_JOBS, 40, Some(20), Duration::ZERO);
+    // Paced, so that the kill lands while it publishes: unpaced, a quiet machine published
+    // all 80 batches in under 0.2 s, before the probe (every 100 ms) saw 200 articles stored.
+    let publisher = spawn_publisher(&bus, &INGEST_JOBS, 40, Some(20), Duration::from_millis(25));
     wait_for(
         Duration::from_secs(60),
         "ingest to be under way",
