@@ -201,41 +201,52 @@ async fn a_kill_during_a_storm_of_creates_leaves_each_job_absent_or_running_and_
     let mut system = System::builder().workers(1).start().await;
     let api = system.api();
     let _ = publish_backlog(&system, "unrelated", 3, 50).await;
-    const CREATES: usize = 300;
+    // Each creator sends creates back to back until one gets no answer at all (the process is
+    // gone), so the kill always lands while creates are in flight, however fast the machine.
+    const CREATORS: usize = 30;
+    const MAX_PER_CREATOR: usize = 1000;
     let acked = Arc::new(AtomicUsize::new(0));
-    let creates: Vec<_> = (0..CREATES)
-        .map(|i| {
+    let creators: Vec<_> = (0..CREATORS)
+        .map(|c| {
             let (api, acked) = (api.clone(), acked.clone());
             tokio::spawn(async move {
-                let body = json!({"id": format!("kill-{i}"), "params": {"q": "kill"}, "interval_secs": 3600});
-                let status = api.try_create_job(&body).await;
-                if status == Some(StatusCode::CREATED) {
-                    acked.fetch_add(1, Ordering::Relaxed);
+                let mut acknowledged = Vec::new();
+                for k in 0..MAX_PER_CREATOR {
+                    let id = format!("kill-{c}-{k}");
+                    let body = json!({"id": id, "params": {"q": "kill"}, "interval_secs": 3600});
+                    match api.try_create_job(&body).await {
+                        Some(StatusCode::CREATED) => {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                            acknowledged.push(id);
+                        }
+                        Some(_) => {}
+                        None => return (acknowledged, true),
+                    }
                 }
-                status
+                (acknowledged, false)
             })
         })
         .collect();
-    // Kill in the middle of the storm: some creates answered, most still in flight.
     wait_for(
         Duration::from_secs(30),
         "the first creates to be answered",
         || {
             let acked = acked.load(Ordering::Relaxed);
-            async move { (acked >= 10).then_some(()) }
+            async move { (acked >= 50).then_some(()) }
         },
     )
     .await;
     system.kill_data_streams();
     let mut acknowledged = Vec::new();
-    for (i, create) in creates.into_iter().enumerate() {
-        if let Ok(Some(StatusCode::CREATED)) = create.await {
-            acknowledged.push(format!("kill-{i}"));
-        }
+    let mut cut_short = 0;
+    for creator in creators {
+        let (ids, was_cut) = creator.await.expect("a creator task panicked");
+        acknowledged.extend(ids);
+        cut_short += usize::from(was_cut);
     }
-    assert!(
-        acknowledged.len() < CREATES,
-        "the kill came after the whole storm was answered"
+    assert_eq!(
+        cut_short, CREATORS,
+        "every creator was still sending when data-streams was killed"
     );
     system.start_data_streams().await;
     let api = system.api();
@@ -257,7 +268,7 @@ async fn a_kill_during_a_storm_of_creates_leaves_each_job_absent_or_running_and_
         );
     }
     eprintln!(
-        "kill mid-storm: {} of {CREATES} creates acknowledged, {} jobs present after restart",
+        "kill mid-storm: {} creates acknowledged, {} jobs present after restart",
         acknowledged.len(),
         jobs.len()
     );
