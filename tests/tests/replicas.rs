@@ -110,6 +110,13 @@ async fn a_replica_serves_the_same_jobs_forwards_changes_and_takes_control_when_
     assert_eq!(starts, ids.len() as u64, "one start per job");
     assert_eq!(first.metric("newsflow_controls_jobs").await, Some(1.0));
     assert_eq!(replica.metric("newsflow_controls_jobs").await, Some(0.0));
+    // The replica hears the worker too (it would have none alive to place jobs on at takeover).
+    wait_for(
+        Duration::from_secs(10),
+        "the replica to count the worker alive",
+        || async { (replica.metric("newsflow_workers_alive").await == Some(1.0)).then_some(()) },
+    )
+    .await;
     hold_for(
         Duration::from_secs(2),
         "no second start and no control on the replica",
@@ -190,24 +197,38 @@ async fn a_replica_serves_the_same_jobs_forwards_changes_and_takes_control_when_
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// The lease (1 s life) as instance `instance_id`, retried as data-streams retries it: a
+/// JetStream request can time out while the machine is busy writing to disk.
+async fn open_lease(url: String, instance_id: String, http_url: String) -> Lease {
+    let client = async_nats::connect(url).await.expect("connects");
+    let js = async_nats::jetstream::new(client);
+    let settings = LeaseSettings {
+        life: Duration::from_millis(1000),
+        me: Holder {
+            instance_id,
+            http_url,
+        },
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Lease::open(&js, 1, settings.clone()).await {
+            Ok(lease) => return lease,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("opening the lease bucket, trying again: {error:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("the lease bucket did not open within 60 s: {error:#}"),
+        }
+    }
+}
+
 /// Holds the lease as `squatter` (an instance with no HTTP API) until `stop`, then gives it up.
 async fn squat(
     url: String,
     held: tokio::sync::oneshot::Sender<()>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let client = async_nats::connect(url).await.expect("connects");
-    let js = async_nats::jetstream::new(client);
-    let settings = LeaseSettings {
-        life: Duration::from_millis(1000),
-        me: Holder {
-            instance_id: "squatter".to_owned(),
-            http_url: "http://nowhere".to_owned(),
-        },
-    };
-    let lease = Lease::open(&js, 1, settings)
-        .await
-        .expect("the bucket opens");
+    let lease = open_lease(url, "squatter".to_owned(), "http://nowhere".to_owned()).await;
     let mut revision = loop {
         if let Ok(Claim::Held(revision)) = lease.claim().await {
             break revision;
@@ -270,18 +291,12 @@ async fn contend(
     until: Instant,
     held: Arc<Mutex<Vec<(usize, Instant, Instant)>>>,
 ) {
-    let client = async_nats::connect(url).await.expect("connects");
-    let js = async_nats::jetstream::new(client);
-    let settings = LeaseSettings {
-        life: Duration::from_millis(1000),
-        me: Holder {
-            instance_id: format!("contender-{n}"),
-            http_url: format!("http://contender-{n}"),
-        },
-    };
-    let lease = Lease::open(&js, 1, settings)
-        .await
-        .expect("the bucket opens");
+    let lease = open_lease(
+        url,
+        format!("contender-{n}"),
+        format!("http://contender-{n}"),
+    )
+    .await;
     let settings = lease.settings().clone();
     let mut round = n;
     while Instant::now() < until {

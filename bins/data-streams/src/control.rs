@@ -27,10 +27,11 @@ use newsflow_core::{placement, BatchId, JobId, JobState};
 use newsflow_nats::command::{self, Acked, CommandError};
 use newsflow_nats::subjects;
 use newsflow_nats::wire::{StartJob, WorkerId};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-pub use heartbeats::run_heartbeats;
+pub use heartbeats::{observe_heartbeats, run_heartbeats};
 pub use reconcile::{run_reconciler, Plan};
 
 use crate::state::Shared;
@@ -78,6 +79,10 @@ pub struct Control {
     /// apply one after the other and the last start carries the last stored spec.
     edits: tokio::sync::Mutex<()>,
     tasks: TaskTracker,
+    /// Cancelled when this instance loses control: the start, move, fence and fetch tasks
+    /// spawned while it controlled end with it, so a former controller sends no command the
+    /// new one did not decide (what they leave half done, heartbeats heal).
+    term: Mutex<CancellationToken>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -184,6 +189,7 @@ impl Control {
             fetching: Arc::default(),
             edits: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
+            term: Mutex::default(),
         }
     }
 
@@ -202,6 +208,12 @@ impl Control {
     /// Every start and fence task this spawned, so shutdown can close and wait for them.
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks
+    }
+
+    /// Ends the control tasks in flight, for an instance that lost control; the tasks
+    /// spawned from now on belong to its next term.
+    pub fn end_term(&self) {
+        std::mem::take(&mut *lock(&self.term)).cancel();
     }
 
     fn workers(&self) -> MutexGuard<'_, Workers> {
@@ -269,14 +281,22 @@ impl Control {
     ) {
         // Unwind safety: what the task shares is behind poison-tolerant locks whose every
         // change is a single insert or remove, and its claim is released by `Drop`.
+        let term = lock(&self.term).clone();
         self.tasks.spawn(
             async move {
-                if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
-                    tracing::error!(
-                        task = what,
-                        panic = panic_text(&*panic),
-                        "a control task panicked"
-                    );
+                tokio::select! {
+                    () = term.cancelled() => {
+                        tracing::info!(task = what, "control lost; the task is dropped");
+                    }
+                    outcome = AssertUnwindSafe(task).catch_unwind() => {
+                        if let Err(panic) = outcome {
+                            tracing::error!(
+                                task = what,
+                                panic = panic_text(&*panic),
+                                "a control task panicked"
+                            );
+                        }
+                    }
                 }
             }
             .instrument(span),

@@ -273,6 +273,11 @@ async fn lead(
     };
     shared.role.set(false, None);
     shared.metrics.controls.set(0);
+    if led == Led::Lost {
+        // The commands in flight would act for a controller that no longer is (at shutdown
+        // they may finish: main waits for them).
+        context.control.end_term();
+    }
     let giving_up = led == Led::Shutdown || failed.is_cancelled();
     if giving_up {
         // Published before the lease is given up, so the next controller reads every change.

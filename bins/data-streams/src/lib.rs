@@ -324,6 +324,15 @@ async fn background(
         Arc::clone(&shared.jobs).follow(shared.clone(), js.clone(), replicas, shutdown.clone()),
     );
     supervisor.spawn(
+        "worker liveness",
+        crate::control::observe_heartbeats(
+            control.clone(),
+            shared.clone(),
+            client.clone(),
+            shutdown.clone(),
+        ),
+    );
+    supervisor.spawn(
         "control lease",
         controller::run(
             controller::Context {

@@ -57,6 +57,17 @@ impl Control {
         Ok(())
     }
 
+    /// Remembers that `worker` was heard from, and nothing of what it runs: what a read
+    /// replica keeps, so its `newsflow_workers_alive` is true and, once it takes control,
+    /// live workers are known from its first tick.
+    pub fn observe(&self, worker: WorkerId) {
+        let now = self.tick();
+        self.workers()
+            .entry(worker)
+            .or_insert_with(|| WorkerView::new(now))
+            .seen(now);
+    }
+
     /// Decides about every job of `worker`'s whole list, heard at `now`.
     fn apply_list(
         self: &Arc<Self>,
@@ -226,6 +237,34 @@ pub async fn run_heartbeats(
             shared.metrics.invalid_heartbeats.inc();
             tracing::warn!(%error, "ignoring an invalid heartbeat");
             command::reply(&client, message.reply.as_ref(), &Ack::Err(error.to_info())).await;
+        }
+    }
+}
+
+/// Listens to heartbeats until `shutdown` and, while this instance does not control jobs,
+/// remembers only who was heard from ([`Control::observe`]); the controller's own listener
+/// ([`run_heartbeats`]) decides about them.
+pub async fn observe_heartbeats(
+    control: Arc<Control>,
+    shared: Arc<Shared>,
+    client: async_nats::Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut subscription = client.subscribe(subjects::HEARTBEAT).await?;
+    loop {
+        let message = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            message = subscription.next() => match message {
+                Some(message) => message,
+                None => return Ok(()),
+            },
+        };
+        if shared.role.controls() {
+            continue;
+        }
+        // An invalid heartbeat is counted and answered by the controller; here it is skipped.
+        if let Ok(heartbeat) = parse_capped::<Heartbeat>(&message.payload, MAX_HEARTBEAT_BYTES) {
+            control.observe(heartbeat.worker_id);
         }
     }
 }

@@ -126,6 +126,30 @@ async fn a_panicking_control_task_is_waited_for_and_releases_its_claim() {
 }
 
 #[tokio::test]
+async fn losing_control_ends_the_tasks_in_flight_and_not_the_next_terms() {
+    let control = control();
+    let claim = Claim::take(&control.fencing, key());
+    control.spawn("stuck", key().1, async move {
+        let _claim = claim;
+        std::future::pending::<()>().await;
+    });
+    control.end_term();
+    let (sent, received) = tokio::sync::oneshot::channel();
+    control.spawn("next term", key().1, async move {
+        let _ = sent.send(());
+    });
+    control.tasks().close();
+    tokio::time::timeout(Duration::from_secs(5), control.tasks().wait())
+        .await
+        .expect("the stuck task ended with its term");
+    assert!(received.await.is_ok(), "the next term's task ran");
+    assert!(
+        Claim::take(&control.fencing, key()).is_some(),
+        "the ended task released its claim"
+    );
+}
+
+#[tokio::test]
 async fn a_digest_equal_to_the_record_runs_exactly_the_recorded_jobs() {
     let (shared, _dir) = shared();
     let control = Arc::new(control());
