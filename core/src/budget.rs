@@ -16,6 +16,23 @@
 //!   in one window). A job never starves behind greedier ones; a quiet job's share is not wasted
 //!   on it beyond what it plans to use. The pages after a run's first one only meet the cap, so
 //!   a run that started normally finishes.
+//!
+//! **Bounded size.** The ledger is one key-value entry, written back on every request, so its
+//! size must not grow with the jobs or the budget (NATS refuses a value over its payload limit,
+//! 1 MiB by default, and then no request could be admitted at all):
+//! - the cap counts every job's requests together, one stamp per granule: at most
+//!   [`MAX_GRANULES`] + 2 stamps (the window, the sending slack and the granule rounded up);
+//! - a job's own use (for its fair share only) is kept in parts of the window no finer than a
+//!   granule, at most [`USE_PARTS`] + 2 stamps per job (a part of a 12-hour window is 11
+//!   minutes: a request counts that much longer in its job's share, 1.6% of the window);
+//! - at most [`MAX_ASKERS`] jobs are remembered as asking. A job that asks when the ledger is
+//!   full takes the place of the job that waited least (the one served most recently); if every
+//!   remembered job waited longer than it, it is not remembered and its run does not start yet
+//!   (it is last in line). Its requests still count against the cap, and a run in progress of a
+//!   job no longer remembered meets the cap only, so it finishes.
+//!
+//! At these bounds, with 64-byte job ids and every number at its largest, the ledger is 707 KiB
+//! as JSON (a test checks it stays under 750 KiB); about 430 KiB with realistic numbers.
 
 use std::collections::BTreeMap;
 
@@ -25,9 +42,16 @@ use sha2::{Digest, Sha256};
 /// Longest time between admitting a request and NewsAPI receiving it that the cap allows for.
 pub const SEND_SLACK_MS: u64 = 1_000;
 
-/// A window is cut into at most this many granules; stamps are rounded up to one, so a ledger
-/// holds at most this many stamps per job whatever the budget.
+/// A window is cut into at most this many granules; the cap's stamps are rounded up to one, so
+/// a ledger holds at most this many of them (plus two) whatever the budget.
 pub const MAX_GRANULES: u64 = 256;
+
+/// A window is cut into at most this many parts, no shorter than a granule, to stamp a job's
+/// own use: a remembered job holds at most this many stamps plus two.
+pub const USE_PARTS: u64 = 64;
+
+/// Jobs remembered as asking at once (their wait and their use, for fair shares).
+pub const MAX_ASKERS: usize = 256;
 
 /// The ledger of one key, as stored (JSON) in the shared bucket.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,21 +60,20 @@ pub struct Ledger {
     pub budget: u32,
     /// The window, in seconds, as the last writer configured it.
     pub window_secs: u64,
-    /// Requests admitted whose window has not ended, oldest first.
+    /// Requests of every job admitted whose window has not ended, oldest first: what the cap
+    /// counts.
     #[serde(default)]
     pub grants: Vec<Grant>,
-    /// Jobs that asked recently, by job id: what they plan to use.
+    /// Jobs that asked recently, by job id: what they plan to use, and used.
     #[serde(default)]
     pub asks: BTreeMap<String, Asker>,
 }
 
-/// Requests of one job stamped in one granule.
+/// Requests stamped at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
-    /// The latest moment they reach NewsAPI (ms since the epoch).
+    /// The latest moment they reach NewsAPI (ms since the epoch), rounded up.
     pub at_ms: u64,
-    /// The job that sent them.
-    pub job: String,
     /// How many.
     pub n: u32,
 }
@@ -68,6 +91,9 @@ pub struct Asker {
     /// When it began asking.
     #[serde(default)]
     pub first_ask_ms: u64,
+    /// Its own requests whose window has not ended, stamped in parts of the window.
+    #[serde(default)]
+    pub used: Vec<Grant>,
 }
 
 impl Asker {
@@ -127,15 +153,23 @@ impl Ledger {
     /// Forgets requests whose window has ended and askers that stopped asking.
     pub fn prune(&mut self, now_ms: u64) {
         let window = self.window_ms();
-        self.grants
-            .retain(|grant| grant.at_ms.saturating_add(window) > now_ms);
-        self.asks.retain(|_, asker| asker.live_until_ms > now_ms);
+        let counted = |grant: &Grant| grant.at_ms.saturating_add(window) > now_ms;
+        self.grants.retain(counted);
+        self.asks.retain(|_, asker| {
+            asker.used.retain(counted);
+            asker.live_until_ms > now_ms
+        });
     }
 
     /// Requests counted in the window ending at `now_ms`.
     pub fn used(&self, now_ms: u64) -> u64 {
+        self.counted(&self.grants, now_ms)
+    }
+
+    /// The requests of `stamps` counted in the window ending at `now_ms`.
+    fn counted(&self, stamps: &[Grant], now_ms: u64) -> u64 {
         let window = self.window_ms();
-        self.grants
+        stamps
             .iter()
             .filter(|grant| grant.at_ms.saturating_add(window) > now_ms)
             .map(|grant| u64::from(grant.n))
@@ -163,17 +197,10 @@ impl Ledger {
         let live_until_ms = now_ms
             .saturating_add(ask.interval_ms.saturating_mul(2))
             .saturating_add(5_000);
-        let asker = self
-            .asks
-            .entry(ask.job.to_owned())
-            .or_insert_with(|| Asker {
-                live_until_ms,
-                demand,
-                served_ms: 0,
-                first_ask_ms: now_ms,
-            });
-        asker.live_until_ms = live_until_ms;
-        asker.demand = demand;
+        let remembered = self.remember(ask.job, now_ms, |asker| {
+            asker.live_until_ms = live_until_ms;
+            asker.demand = demand;
+        });
         let used = self.used(now_ms);
         let budget = u64::from(self.budget);
         if used >= budget {
@@ -182,19 +209,53 @@ impl Ledger {
                 returns_at_ms: self.resets_at_ms(now_ms).unwrap_or(now_ms),
             });
         }
-        if !self.fair_to_admit(ask, budget - used) {
+        let admitted = match (remembered, ask.kind) {
+            (true, _) => self.fair_to_admit(ask, budget - used, now_ms),
+            // Last in line: every remembered job waited longer.
+            (false, Kind::RunStart) => false,
+            // A run in progress of a job the ledger had to forget: it finishes.
+            (false, Kind::InRun) => true,
+        };
+        if !admitted {
             return Err(Exhausted {
                 cap_reached: false,
                 returns_at_ms: self.first_expiry_of(ask.job, now_ms),
             });
         }
-        if ask.kind == Kind::RunStart {
-            if let Some(asker) = self.asks.get_mut(ask.job) {
-                asker.served_ms = now_ms;
-            }
-        }
-        self.stamp(ask.job, now_ms);
+        self.stamp(ask, now_ms);
         Ok(())
+    }
+
+    /// Makes sure `job` is remembered as asking and applies `update` to it; `false` when the
+    /// ledger is full of jobs that all waited longer than it (see the module's "Bounded size").
+    fn remember(&mut self, job: &str, now_ms: u64, update: impl FnOnce(&mut Asker)) -> bool {
+        if !self.asks.contains_key(job) {
+            let newcomer = Asker {
+                live_until_ms: now_ms,
+                demand: 0,
+                served_ms: 0,
+                first_ask_ms: now_ms,
+                used: Vec::new(),
+            };
+            if self.asks.len() >= MAX_ASKERS {
+                let waited_least = self
+                    .asks
+                    .iter()
+                    .max_by_key(|(_, asker)| (asker.served_ms, asker.first_ask_ms))
+                    .map(|(job, asker)| (job.clone(), asker.clone()));
+                match waited_least {
+                    Some((other, asker)) if newcomer.waited_longer_than(&asker) => {
+                        self.asks.remove(&other);
+                    }
+                    _ => return false,
+                }
+            }
+            self.asks.insert(job.to_owned(), newcomer);
+        }
+        if let Some(asker) = self.asks.get_mut(job) {
+            update(asker);
+        }
+        true
     }
 
     /// Whether `ask` may take one of the `free` requests left under the cap.
@@ -202,15 +263,20 @@ impl Ledger {
     /// A job under its fair share may, unless as many jobs under theirs have waited longer for
     /// a run (for a run's first request only: they go first). A job at or over its share may
     /// only if a whole request is left once the other jobs' unused shares are set aside.
-    fn fair_to_admit(&self, ask: Ask<'_>, free: u64) -> bool {
+    fn fair_to_admit(&self, ask: Ask<'_>, free: u64, now_ms: u64) -> bool {
         let shares = fair_shares(&self.asks, u64::from(self.budget));
-        let under_share =
-            |job: &str| (self.used_by(job) as f64) < shares.get(job).copied().unwrap_or(0.0);
+        let used: BTreeMap<&str, u64> = self
+            .asks
+            .iter()
+            .map(|(job, asker)| (job.as_str(), self.counted(&asker.used, now_ms)))
+            .collect();
+        let used_by = |job: &str| used.get(job).copied().unwrap_or(0) as f64;
+        let under_share = |job: &str| used_by(job) < shares.get(job).copied().unwrap_or(0.0);
         if !under_share(ask.job) {
             let held: f64 = shares
                 .iter()
                 .filter(|(other, _)| other.as_str() != ask.job)
-                .map(|(other, share)| (share - self.used_by(other) as f64).max(0.0))
+                .map(|(other, share)| (share - used_by(other)).max(0.0))
                 .sum();
             return free as f64 - held >= 1.0;
         }
@@ -230,24 +296,15 @@ impl Ledger {
         waited_longer < free
     }
 
-    fn used_by(&self, job: &str) -> u64 {
-        self.grants
-            .iter()
-            .filter(|grant| grant.job == job)
-            .map(|grant| u64::from(grant.n))
-            .sum()
-    }
-
     /// When `job`'s own oldest request leaves the window (its share frees up then), else when
     /// anyone's does.
     fn first_expiry_of(&self, job: &str, now_ms: u64) -> u64 {
         let window = self.window_ms();
         let own = self
-            .grants
-            .iter()
-            .filter(|grant| grant.job == job)
-            .map(|grant| grant.at_ms.saturating_add(window))
-            .min();
+            .asks
+            .get(job)
+            .and_then(|asker| asker.used.iter().map(|grant| grant.at_ms).min())
+            .map(|at_ms| at_ms.saturating_add(window));
         own.or_else(|| self.resets_at_ms(now_ms)).unwrap_or(now_ms)
     }
 
@@ -255,24 +312,28 @@ impl Ledger {
         (self.window_ms() / MAX_GRANULES).max(1_000)
     }
 
-    fn stamp(&mut self, job: &str, now_ms: u64) {
-        let granule = self.granule_ms();
+    /// Stamps one request of `ask` admitted at `now_ms`: for the cap, and in its job's own use;
+    /// on a run's first request, the job was served.
+    fn stamp(&mut self, ask: Ask<'_>, now_ms: u64) {
         let latest = now_ms.saturating_add(SEND_SLACK_MS);
-        let at_ms = latest.div_ceil(granule).saturating_mul(granule);
-        if let Some(grant) = self
-            .grants
-            .iter_mut()
-            .rev()
-            .find(|grant| grant.job == job && grant.at_ms == at_ms)
-        {
-            grant.n = grant.n.saturating_add(1);
-            return;
+        let granule = self.granule_ms();
+        add(&mut self.grants, latest.div_ceil(granule) * granule);
+        let part = granule.max(self.window_ms() / USE_PARTS);
+        if let Some(asker) = self.asks.get_mut(ask.job) {
+            add(&mut asker.used, latest.div_ceil(part) * part);
+            if ask.kind == Kind::RunStart {
+                asker.served_ms = now_ms;
+            }
         }
-        self.grants.push(Grant {
-            at_ms,
-            job: job.to_owned(),
-            n: 1,
-        });
+    }
+}
+
+/// Counts one more request stamped `at_ms` (usually the newest stamp; workers' clocks may
+/// differ a little, so it is looked for from the newest back).
+fn add(stamps: &mut Vec<Grant>, at_ms: u64) {
+    match stamps.iter_mut().rev().find(|grant| grant.at_ms == at_ms) {
+        Some(grant) => grant.n = grant.n.saturating_add(1),
+        None => stamps.push(Grant { at_ms, n: 1 }),
     }
 }
 

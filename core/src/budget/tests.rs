@@ -185,6 +185,125 @@ fn stamps_are_coalesced_per_granule_so_a_large_budget_stays_small() {
 }
 
 #[test]
+fn the_ledger_keeps_its_bounds_however_many_jobs_ask() {
+    // A budget nothing reaches, a day's window, 2,000 jobs asking over a whole window, the
+    // first ones also fetching a page in every part of it.
+    let mut ledger = Ledger::new(u32::MAX, 86_400);
+    let part = 86_400 * SEC / USE_PARTS;
+    let names: Vec<String> = (0..2_000).map(|i| format!("{i:0>64}")).collect();
+    let mut now = 1_000_000 * SEC;
+    for round in 0..USE_PARTS + 8 {
+        let newcomers = names.iter().cycle().skip(round as usize * 40).take(40);
+        for name in newcomers.chain(names.iter().take(40)) {
+            let _ = ledger.take(start(name, 2, 86_400), now);
+            let in_run = Ask {
+                kind: Kind::InRun,
+                ..start(name, 2, 86_400)
+            };
+            let _ = ledger.take(in_run, now + SEC);
+        }
+        now += part;
+    }
+    assert!(
+        ledger.asks.len() <= MAX_ASKERS,
+        "{} askers",
+        ledger.asks.len()
+    );
+    assert!(ledger.grants.len() as u64 <= MAX_GRANULES + 2);
+    let most_used = ledger.asks.values().map(|a| a.used.len()).max();
+    assert!(
+        most_used.is_some_and(|n| n as u64 <= USE_PARTS + 2),
+        "{most_used:?}"
+    );
+    assert!(
+        most_used.is_some_and(|n| n as u64 > USE_PARTS / 2),
+        "{most_used:?}"
+    );
+}
+
+#[test]
+fn a_ledger_at_its_bounds_is_far_under_the_nats_payload_limit() {
+    let stamps = |count: u64| -> Vec<Grant> {
+        (0..count)
+            .map(|i| Grant {
+                at_ms: 1_800_000_000_000 + i,
+                n: u32::MAX,
+            })
+            .collect()
+    };
+    let mut ledger = Ledger::new(u32::MAX, u64::from(u32::MAX));
+    ledger.grants = stamps(MAX_GRANULES + 2);
+    for i in 0..MAX_ASKERS {
+        let asker = Asker {
+            live_until_ms: u64::MAX,
+            demand: u64::MAX,
+            served_ms: u64::MAX,
+            first_ask_ms: u64::MAX,
+            used: stamps(USE_PARTS + 2),
+        };
+        ledger.asks.insert(format!("{i:0>64}"), asker);
+    }
+
+    let bytes = serde_json::to_vec(&ledger).expect("serializes").len();
+
+    assert!(bytes < 750 * 1024, "{bytes} bytes");
+}
+
+#[test]
+fn a_full_ledger_forgets_the_job_served_last_and_a_newcomer_waits_behind_those_that_waited() {
+    let mut ledger = Ledger::new(1_000, 3_600);
+    let t0 = 1_000_000 * SEC;
+    let names: Vec<String> = (0..MAX_ASKERS).map(|i| format!("job{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        ledger
+            .take(start(name, 1, 3_600), t0 + i as u64)
+            .expect("admitted");
+    }
+    assert_eq!(ledger.asks.len(), MAX_ASKERS);
+
+    // Every remembered job was served; the newcomer takes the place of the one served last.
+    let later = t0 + 10 * SEC;
+    ledger
+        .take(start("new", 1, 3_600), later)
+        .expect("admitted");
+    assert!(ledger.asks.contains_key("new"));
+    assert!(!ledger.asks.contains_key(names.last().expect("names")));
+    assert_eq!(ledger.asks.len(), MAX_ASKERS);
+    // The forgotten job's requests still count against the cap.
+    assert_eq!(ledger.used(later), MAX_ASKERS as u64 + 1);
+
+    // A ledger full of jobs still waiting: a newcomer is last in line and does not start...
+    let mut waiting = Ledger::new(1, 3_600);
+    let page = Ask {
+        kind: Kind::InRun,
+        ..start("first", 1, 3_600)
+    };
+    waiting.take(page, t0).expect("admitted");
+    for name in &names[1..] {
+        assert!(waiting.take(start(name, 1, 3_600), t0 + SEC).is_err());
+    }
+    assert_eq!(waiting.asks.len(), MAX_ASKERS);
+    let refused = waiting
+        .take(start("late", 1, 3_600), t0 + 2 * SEC)
+        .expect_err("last in line");
+    assert!(!waiting.asks.contains_key("late"));
+    assert!(refused.returns_at_ms > t0);
+    // ...but a run in progress of a job the ledger does not remember meets the cap only.
+    let mut roomy = Ledger::new(10_000, 3_600);
+    for name in &names {
+        let _ = roomy.take(start(name, 1, 3_600), t0);
+    }
+    for name in &names {
+        let _ = roomy.take(start(name, 1, 3_600), t0 + SEC);
+    }
+    let in_run = Ask {
+        kind: Kind::InRun,
+        ..start("forgotten", 2, 3_600)
+    };
+    assert!(roomy.take(in_run, t0 + 2 * SEC).is_ok());
+}
+
+#[test]
 fn planned_requests_are_pages_times_runs_per_window() {
     assert_eq!(planned_requests(1, 300 * SEC, 43_200 * SEC), 144);
     assert_eq!(planned_requests(2, 3_600 * SEC, 43_200 * SEC), 24);
@@ -202,6 +321,7 @@ fn fair_shares_give_quiet_jobs_their_plan_and_split_the_rest() {
                 demand,
                 served_ms: 0,
                 first_ask_ms: 0,
+                used: Vec::new(),
             };
             (job.to_owned(), asker)
         })
@@ -235,6 +355,39 @@ fn a_ledger_round_trips_through_json() {
         serde_json::from_str::<Ledger>(&text).expect("parses"),
         ledger
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The cap holds too when more jobs ask than the ledger remembers (long intervals keep
+    /// them all asking), whatever is forgotten and when.
+    #[test]
+    fn no_window_holds_more_than_the_budget_when_jobs_are_forgotten(
+        budget in 1u32..400,
+        window_secs in 1u64..600,
+        steps in proptest::collection::vec((0u64..500, 0usize..(MAX_ASKERS * 2), any::<bool>(), 0u64..=SEND_SLACK_MS), 1..1_200),
+    ) {
+        let mut ledger = Ledger::new(budget, window_secs);
+        let names: Vec<String> = (0..MAX_ASKERS * 2).map(|i| format!("job{i}")).collect();
+        let mut now = 1_000_000 * SEC;
+        let mut sent = Vec::new();
+        for (advance, job, first, delay) in steps {
+            now += advance;
+            let kind = if first { Kind::RunStart } else { Kind::InRun };
+            let ask = Ask { job: &names[job], pages: 2, interval_ms: 86_400 * SEC, kind };
+            if ledger.take(ask, now).is_ok() {
+                sent.push(now + delay);
+            }
+            prop_assert!(ledger.asks.len() <= MAX_ASKERS);
+        }
+        sent.sort_unstable();
+        let window = window_secs * SEC;
+        for (i, first) in sent.iter().enumerate() {
+            let in_window = sent[i..].iter().take_while(|t| **t < first + window).count();
+            prop_assert!(in_window <= budget as usize, "{in_window} sent in one window of {window} ms");
+        }
+    }
 }
 
 proptest! {
