@@ -258,6 +258,27 @@ impl Api {
         .await
     }
 
+    /// Waits until the job's `next_run_at` lies more than `ahead` in the future, and returns
+    /// the job: its worker's plan after a run has reached data-streams, so the job view stays
+    /// as it is until the next run (until then a plan may still change `next_run_at`).
+    pub async fn wait_for_next_run_beyond(
+        &self,
+        job: &str,
+        ahead: Duration,
+        within: Duration,
+    ) -> Value {
+        let what = format!("job {job}'s next run to be planned more than {ahead:?} ahead");
+        wait_for(within, &what, || async {
+            let view = self.job(job).await;
+            let text = view["next_run_at"].as_str()?;
+            let at =
+                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .ok()?;
+            (at > time::OffsetDateTime::now_utc() + ahead).then_some(view)
+        })
+        .await
+    }
+
     /// Waits until `GET /readyz` answers 200.
     pub async fn wait_ready(&self, within: Duration) {
         self.wait_for_readyz(StatusCode::OK, within).await;

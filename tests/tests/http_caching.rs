@@ -69,6 +69,9 @@ async fn every_get_of_stored_data_has_an_etag_and_answers_304_when_it_did_not_ch
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     assert_eq!(created.location.as_deref(), Some("/jobs/tagged"));
     let latest = api.wait_for_latest("tagged", None, WITHIN).await;
+    // The run's plan (next_run_at) changes the job's view, and so its tag, a moment later.
+    api.wait_for_next_run_beyond("tagged", Duration::from_secs(1800), WITHIN)
+        .await;
     let batch = latest["batch"]["id"]
         .as_str()
         .expect("a batch id")

@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 const BATCH_WITHIN: Duration = Duration::from_secs(30);
 const TAKEOVER_WITHIN: Duration = Duration::from_secs(20);
 const SAME_WITHIN: Duration = Duration::from_secs(30);
-/// A short lease, so a takeover is quick.
-const LEASE_MS: &str = "1500";
+/// A short lease, so a takeover is quick, yet long enough that a stall of the loaded test
+/// machine does not hand control over before the test means it to.
+const LEASE_MS: &str = "5000";
 
 fn job(id: &str) -> Value {
     json!({"id": id, "params": {"q": "bitcoin"}, "interval_secs": 1, "page_size": 5})
@@ -197,13 +198,13 @@ async fn a_replica_serves_the_same_jobs_forwards_changes_and_takes_control_when_
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-/// The lease (1 s life) as instance `instance_id`, retried as data-streams retries it: a
+/// The lease (of `life`) as instance `instance_id`, retried as data-streams retries it: a
 /// JetStream request can time out while the machine is busy writing to disk.
-async fn open_lease(url: String, instance_id: String, http_url: String) -> Lease {
+async fn open_lease(url: String, life: Duration, instance_id: String, http_url: String) -> Lease {
     let client = async_nats::connect(url).await.expect("connects");
     let js = async_nats::jetstream::new(client);
     let settings = LeaseSettings {
-        life: Duration::from_millis(1000),
+        life,
         me: Holder {
             instance_id,
             http_url,
@@ -222,13 +223,23 @@ async fn open_lease(url: String, instance_id: String, http_url: String) -> Lease
     }
 }
 
+/// The squatter's lease: renewed every quarter of it, so only a stall of 4.5 s would let it
+/// lapse (its release hands it over at once).
+const SQUAT_LEASE: Duration = Duration::from_secs(6);
+
 /// Holds the lease as `squatter` (an instance with no HTTP API) until `stop`, then gives it up.
 async fn squat(
     url: String,
     held: tokio::sync::oneshot::Sender<()>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let lease = open_lease(url, "squatter".to_owned(), "http://nowhere".to_owned()).await;
+    let lease = open_lease(
+        url,
+        SQUAT_LEASE,
+        "squatter".to_owned(),
+        "http://nowhere".to_owned(),
+    )
+    .await;
     let mut revision = loop {
         if let Ok(Claim::Held(revision)) = lease.claim().await {
             break revision;
@@ -253,7 +264,7 @@ async fn a_job_change_is_refused_with_no_controller_and_runs_once_one_takes_the_
     let mut system = System::builder()
         .workers(1)
         .without_data_streams()
-        .data_streams_args(["--lease-ms", "1000"])
+        .data_streams_args(["--lease-ms", "6000"])
         .start()
         .await;
     let (held_tx, held) = tokio::sync::oneshot::channel();
@@ -293,6 +304,7 @@ async fn contend(
 ) {
     let lease = open_lease(
         url,
+        Duration::from_millis(1000),
         format!("contender-{n}"),
         format!("http://contender-{n}"),
     )

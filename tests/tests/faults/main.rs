@@ -187,9 +187,13 @@ const INGEST_JOBS: [&str; 3] = ["ingest-a", "ingest-b", "ingest-c"];
 async fn system_for_own_batches() -> System {
     let system = System::builder().workers(0).start().await;
     let api = system.api();
+    // Every batch kept: a publisher that runs until stopped may publish more than the
+    // default 20 per job, and the audits read retention's deletions as losses.
     for job in INGEST_JOBS {
-        api.create_job_ok(&json!({"id":job,"params":{"q":job},"interval_secs":3600}))
-            .await;
+        api.create_job_ok(
+            &json!({"id":job,"params":{"q":job},"interval_secs":3600,"keep_batches":1000}),
+        )
+        .await;
     }
     system
 }

@@ -19,7 +19,8 @@ async fn data_streams_stops_cleanly_on_sigterm_mid_ingest_and_keeps_every_acknow
     let mut system = system_for_own_batches().await;
     let api = system.api();
     let bus = system.bus().await;
-    let publisher = spawn_publisher(&bus, &INGEST_JOBS, 40, Some(12), Duration::ZERO);
+    // Publishes until stopped, so SIGTERM lands while it publishes however fast ingest is.
+    let publisher = spawn_publisher(&bus, &INGEST_JOBS, 40, None, Duration::from_millis(25));
     wait_for(
         Duration::from_secs(60),
         "ingest to be under way",
@@ -38,7 +39,7 @@ async fn data_streams_stops_cleanly_on_sigterm_mid_ingest_and_keeps_every_acknow
         system.log_tails(400).contains("store flushed"),
         "data-streams says it flushed its store"
     );
-    let ledger = publisher.join().await;
+    let ledger = publisher.stop().await;
     system.start_data_streams().await;
     let api = system.api();
     wait_until_ingested(&bus, INGEST_WITHIN).await;

@@ -1,6 +1,8 @@
 //! Editing a job and previewing a pipeline: PATCH takes effect on the next run, with no run of
 //! the old spec after the 200, whoever patches at the same time; a preview changes nothing.
 
+use std::time::Duration;
+
 use newsflow_tests::serde_json::{json, Value};
 use newsflow_tests::{wait_for, Api, StatusCode, System};
 use reqwest::Method;
@@ -157,7 +159,10 @@ async fn a_preview_shows_what_a_pipeline_keeps_and_changes_nothing() {
     )
     .await;
     let latest = api.wait_for_latest("tried", None, WITHIN).await;
-    let job_before = api.job("tried").await;
+    // Once the run's plan is in, the job's view changes no more until its next run.
+    let job_before = api
+        .wait_for_next_run_beyond("tried", Duration::from_secs(1800), WITHIN)
+        .await;
     let batches_before = api.batches("tried").await;
     let stream_before = bus.stream_info().await.state.messages;
 
