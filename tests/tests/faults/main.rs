@@ -141,14 +141,15 @@ struct MidBatch {
     owner: String,
     /// The other worker.
     other: String,
-    /// The id of the batch in progress, with 1 to 40 of its 80 articles stored.
+    /// The id of the batch in progress, with 1 to 40 of its 80 articles stored and no marker
+    /// on the stream; the owner is frozen (SIGSTOP) so it stays so until the test acts.
     half: String,
 }
 
 /// Starts a [`MidBatch`] for job `id` (four pages of 20 a run, every second), every worker
 /// started with `worker_args` too.
 async fn mid_batch(id: &str, worker_args: &[&str]) -> MidBatch {
-    let system = System::builder()
+    let mut system = System::builder()
         .workers(2)
         .mock_args(["--latency-ms", "300"])
         .worker_args(worker_args.iter().copied())
@@ -168,7 +169,19 @@ async fn mid_batch(id: &str, worker_args: &[&str]) -> MidBatch {
         .into_iter()
         .find(|w| *w != owner)
         .expect("a second worker");
-    let half = wait_for_half_batch(&api, id, 40, BATCH_WITHIN).await;
+    let half = loop {
+        let half = wait_for_half_batch(&api, id, 40, BATCH_WITHIN).await;
+        // data-streams trails the worker by a flush, so the batch it shows half stored may be
+        // finished already: frozen, the owner publishes nothing more, and the stream says.
+        system.worker(&owner).signal("STOP");
+        let markers = bus
+            .stream_messages(&format!("news.batches.{id}.{half}"))
+            .await;
+        if markers.is_empty() {
+            break half;
+        }
+        system.worker(&owner).signal("CONT");
+    };
     MidBatch {
         system,
         bus,

@@ -62,12 +62,28 @@ async fn a_worker_stops_cleanly_on_sigterm_mid_batch_and_its_job_moves_on_at_onc
     let api = system.api();
 
     let asked = Instant::now();
-    let status = system.terminate_worker(&leaving).await;
+    // SIGTERM waits while the owner is frozen mid-batch, and is the first thing it sees.
+    let frozen = system.worker(&leaving);
+    frozen.signal("TERM");
+    frozen.signal("CONT");
+    let status = frozen
+        .wait_exit(EXIT_BOUND * 2)
+        .await
+        .unwrap_or_else(|| panic!("{leaving} did not exit after SIGTERM"));
     let took = asked.elapsed();
 
     eprintln!("{leaving} exited with {status} {took:?} after SIGTERM mid-batch");
     assert!(status.success(), "{status}");
     assert!(took < EXIT_BOUND, "took {took:?}");
+    // Sent before the exit, it may still be on its way to the log.
+    heartbeats
+        .wait_for(
+            Duration::from_secs(10),
+            "a heartbeat on the way out that lists no job",
+            asked,
+            |b| b.worker_id.as_str() == leaving && b.count == Some(0),
+        )
+        .await;
     let last = heartbeats
         .since(asked)
         .into_iter()
