@@ -176,15 +176,18 @@ async fn three_jobs_every_second_each_complete_two_batches_in_thirty_seconds_on_
         "{skipped}"
     );
     assert!(skipped["next_run_at"].is_string(), "{skipped}");
-    // Every batch stored is a run that sent its request; no skipped run left a batch.
-    let batches: usize = {
-        let mut total = 0;
+    // Every batch stored is a run that sent its request; no skipped run left a batch. A
+    // request the mock just answered may have no batch stored yet: counted once both settle.
+    let (requests, batches) = wait_for(WITHIN, "requests and batches to settle", || async {
+        let before = arrivals(&system).await.len();
+        let mut batches = 0;
         for id in ["fair-a", "fair-b", "fair-c"] {
-            total += api.batches(id).await.len();
+            batches += api.batches(id).await.len();
         }
-        total
-    };
-    let requests = arrivals(&system).await.len();
+        let after = arrivals(&system).await.len();
+        (before == after && batches >= after).then_some((after, batches))
+    })
+    .await;
     assert!(
         requests <= 12,
         "{requests} requests within the first window"

@@ -195,14 +195,23 @@ async fn a_worker_whose_digest_differs_is_asked_for_its_list_then_adopts_fences_
     assert!(started.iter().any(|j| j == "started-c"), "{started:?}");
     assert!(!started.iter().any(|j| j == "stopped-s"), "{started:?}");
     // Its digest now equals the record: no more list requests, heartbeat after heartbeat.
-    let settled = fake.read(|s| s.list_requests);
-    tokio::time::sleep(HEARTBEAT * 2).await;
-    let before = fake.read(|s| s.list_requests);
+    // A heartbeat sent before the fence may still be decided after it (one list request
+    // more), so first it settles: no new request over four heartbeats.
+    let mut seen = (fake.read(|s| s.list_requests), Instant::now());
+    let settled = wait_for(SETTLE_WITHIN, "list requests to stop", || {
+        let now = fake.read(|s| s.list_requests);
+        if now != seen.0 {
+            seen = (now, Instant::now());
+        }
+        let quiet = seen.1.elapsed() >= HEARTBEAT * 4;
+        async move { quiet.then_some(now) }
+    })
+    .await;
     tokio::time::sleep(HEARTBEAT * 8).await;
     assert_eq!(
         fake.read(|s| s.list_requests),
-        before,
-        "settled at {settled}"
+        settled,
+        "a list request after the digests agreed"
     );
     assert_eq!(api.counter("newsflow_invalid_heartbeats_total").await, 0);
 }

@@ -43,7 +43,8 @@ async fn cluster_system() -> (System, Api, Bus) {
     for job in JOBS {
         api.wait_for_latest(job, None, BATCH_WITHIN).await;
     }
-    let info = stream_info(&bus).await.expect("stream info");
+    // Retried: one request may time out on a loaded machine.
+    let info = wait_for(FAILOVER_WITHIN, "the stream's info", || stream_info(&bus)).await;
     assert_eq!(info["config"]["num_replicas"], 3, "{}", info["config"]);
     (system, api, bus)
 }
@@ -121,7 +122,10 @@ async fn a_cluster_node_killed_mid_ingest_and_brought_back_loses_and_duplicates_
     let reader = BatchReader::start(api.base(), &JOBS);
 
     // The worst node to lose: the one leading the stream.
-    let (leader, seq_at_kill) = leader_and_last_seq(&bus).await.expect("a stream leader");
+    let (leader, seq_at_kill) = wait_for(FAILOVER_WITHIN, "the stream's leader", || {
+        leader_and_last_seq(&bus)
+    })
+    .await;
     let index = system
         .cluster()
         .index_of(&leader)
