@@ -364,13 +364,31 @@ async fn every_worker_answers_srv_ping_and_its_stats_count_the_commands_it_took(
     let (status, _) = api.post_empty("/jobs/discovered/stop").await;
     assert_eq!(status, StatusCode::OK);
 
-    let stats = gather(
-        &bus,
-        "$SRV.STATS.newsflow-worker",
-        2,
-        Duration::from_secs(5),
-    )
-    .await;
+    // async-nats counts a request once its reply is published, so the stop's ack can reach
+    // data-streams (and its 200 the test) a moment before the worker's stats count it.
+    let counted = |stats: &[Json], name: &str| -> u64 {
+        stats
+            .iter()
+            .flat_map(|worker| worker["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|endpoint| endpoint["name"] == name)
+            .map(|endpoint| endpoint["num_requests"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let mut stats = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        stats = gather(
+            &bus,
+            "$SRV.STATS.newsflow-worker",
+            2,
+            Duration::from_secs(5),
+        )
+        .await;
+        if stats.len() == 2 && counted(&stats, "stop") >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(stats.len(), 2, "{stats:?}");
     let mut starts = 0;
     let mut stops = 0;
