@@ -90,6 +90,15 @@ async fn both_services_get_ready_when_the_first_nats_url_of_a_list_is_dead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_that_can_never_work_exit_with_status_2_and_one_line_at_once() {
+    // Each program once untimed, so what is timed is the refusal, not reading a large debug
+    // binary from a cold disk.
+    for program in [Program::Worker, Program::DataStreams] {
+        let warm = std::process::Command::new(binary(program))
+            .arg("--help")
+            .output()
+            .unwrap_or_else(|e| panic!("running {} --help: {e}", program.file_name()));
+        assert!(warm.status.success(), "{} --help", program.file_name());
+    }
     let scratch = Scratch::new("config-errors");
     let data = scratch.subdir("data");
     let data = data.to_str().expect("UTF-8 path");
