@@ -27,6 +27,8 @@ pub struct Exchange {
     pub sent: Instant,
     /// The response's status, once it came back.
     pub status: Option<u16>,
+    /// When the response's status line passed through the proxy.
+    pub answered: Option<Instant>,
 }
 
 /// A TCP proxy in front of the mock that timestamps every HTTP request going through it and
@@ -72,11 +74,15 @@ impl TimingProxy {
         lock(&self.exchanges).clone()
     }
 
-    /// Each request's status and the time from it to the next request.
+    /// Each request's status and the time from its answer (from the request itself when no
+    /// answer came) to the next request: the client's wait, without the server's time.
     pub fn gaps(&self) -> Vec<(Option<u16>, Duration)> {
         self.exchanges()
             .windows(2)
-            .map(|pair| (pair[0].status, pair[1].sent.duration_since(pair[0].sent)))
+            .map(|pair| {
+                let from = pair[0].answered.unwrap_or(pair[0].sent);
+                (pair[0].status, pair[1].sent.saturating_duration_since(from))
+            })
             .collect()
     }
 }
@@ -107,6 +113,7 @@ async fn relay(client: TcpStream, target: String, log: Arc<Mutex<Vec<Exchange>>>
                 log.push(Exchange {
                     sent: Instant::now(),
                     status: None,
+                    answered: None,
                 });
             }
             if upstream_write.write_all(&buf[..n]).await.is_err() {
@@ -125,6 +132,7 @@ async fn relay(client: TcpStream, target: String, log: Arc<Mutex<Vec<Exchange>>>
                 if let Some(index) = lock(&pending).pop_front() {
                     if let Some(exchange) = lock(&log).get_mut(index) {
                         exchange.status = Some(status);
+                        exchange.answered = Some(Instant::now());
                     }
                 }
             }
