@@ -114,6 +114,9 @@ impl<K: Eq + Hash> Drop for Claim<K> {
     }
 }
 
+/// A job no start may be sent for but the holder's ([`Control::hold_start`]).
+pub struct StartHold(Claim<JobId>);
+
 /// A start addressed to a worker, counted in its load until dropped.
 struct Pending {
     loads: Arc<Mutex<HashMap<WorkerId, u64>>>,
@@ -303,14 +306,35 @@ impl Control {
         );
     }
 
+    /// Keeps the reconciler from starting `job` until the hold is passed to [`Control::start`]
+    /// or dropped. A handler takes it before storing a change after which the job needs a
+    /// start (a create, a resume, an edit), so the reconciler cannot find the job ownerless
+    /// in between and start it too. `None` when a start of the job is in flight already.
+    pub fn hold_start(&self, job: &JobId) -> Option<StartHold> {
+        Claim::take(&self.starting, job.clone()).map(StartHold)
+    }
+
     /// Asks the least-loaded live worker to start `job` at once and records the acknowledging
     /// owner. `None` when no worker took it (the reconciler tries again later).
     ///
     /// When another start of the job is in flight (the reconciler found it ownerless first),
     /// waits for that one, up to a command's time, and answers with its owner rather than
     /// starting the job twice.
-    pub async fn start(&self, shared: &Shared, job: &JobId) -> Option<WorkerRef> {
+    ///
+    /// With `held` (taken by [`Control::hold_start`] before the change that makes the job need
+    /// a start was stored), no other start can be in flight: this one is sent at once.
+    pub async fn start(
+        &self,
+        shared: &Shared,
+        job: &JobId,
+        held: Option<StartHold>,
+    ) -> Option<WorkerRef> {
         let client = shared.nats.get()?;
+        if let Some(StartHold(_claim)) = held {
+            return self
+                .start_inner(shared, client, job, Why::Asked, None)
+                .await;
+        }
         let deadline = tokio::time::Instant::now() + self.settings.command_timeout;
         let mut waited = false;
         loop {

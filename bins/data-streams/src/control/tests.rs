@@ -111,6 +111,21 @@ fn a_fence_in_flight_is_not_sent_again_until_it_is_done() {
     assert!(Claim::take(&control.fencing, key()).is_some());
 }
 
+#[test]
+fn a_held_start_keeps_the_reconcilers_start_off_the_job_until_it_is_used_or_dropped() {
+    let control = control();
+    let hold = control.hold_start(&job("held"));
+    assert!(hold.is_some());
+    assert!(control.hold_start(&job("held")).is_none(), "a second hold");
+    assert!(
+        Claim::take(&control.starting, job("held")).is_none(),
+        "the reconciler's start or move"
+    );
+    assert!(control.hold_start(&job("other")).is_some());
+    drop(hold);
+    assert!(Claim::take(&control.starting, job("held")).is_some());
+}
+
 #[tokio::test]
 async fn a_panicking_control_task_is_waited_for_and_releases_its_claim() {
     let control = control();

@@ -141,6 +141,7 @@ pub async fn patch(
     let id = path_job(&id)?;
     let _edit = state.control.edits().lock().await;
     let spec = patched(&load(&state, &id)?.spec, &body)?;
+    let hold = state.control.hold_start(&id);
     let stored = state
         .shared
         .store
@@ -156,7 +157,7 @@ pub async fn patch(
             // starts after this. An owner that does not answer is fenced by the reconciler.
             state.control.stop(&state.shared, &owner.id, &id).await;
         }
-        state.control.start(&state.shared, &id).await;
+        state.control.start(&state.shared, &id, hold).await;
     }
     crate::events::job_changed(&state.shared, &id);
     Ok(Json(view(&state, load(&state, &id)?)?))

@@ -73,6 +73,7 @@ pub async fn create(
         updated_at: now,
     };
     let id = record.spec.id().clone();
+    let hold = state.control.hold_start(&id);
     if !state.shared.store.create_job(&record)? {
         return Err(AppError::Conflict {
             code: "job_exists",
@@ -81,7 +82,7 @@ pub async fn create(
     }
     state.shared.store.flush().await?;
     crate::events::job_changed(&state.shared, &id);
-    state.control.start(&state.shared, &id).await;
+    state.control.start(&state.shared, &id, hold).await;
     let record = load(&state, &id)?;
     let location = axum::http::HeaderValue::from_str(&format!("/jobs/{}", id.as_str()))
         .map_err(anyhow::Error::from)?;
@@ -139,6 +140,7 @@ pub async fn start(
     let id = path_job(&id)?;
     let before = load(&state, &id)?;
     if before.state != JobState::Running || before.worker.is_none() {
+        let hold = state.control.hold_start(&id);
         state.shared.store.update_job(&id, |r| {
             if r.state != JobState::Running {
                 r.state = JobState::Running;
@@ -147,7 +149,7 @@ pub async fn start(
         })?;
         state.shared.store.flush().await?;
         crate::events::job_changed(&state.shared, &id);
-        state.control.start(&state.shared, &id).await;
+        state.control.start(&state.shared, &id, hold).await;
     }
     Ok(Json(view_with_warnings(&state, load(&state, &id)?)?))
 }
