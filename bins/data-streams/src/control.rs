@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-pub use heartbeats::{observe_heartbeats, run_heartbeats};
+pub use heartbeats::run_heartbeats;
 pub use reconcile::{run_reconciler, Plan};
 
 use crate::state::Shared;

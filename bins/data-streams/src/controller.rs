@@ -1,6 +1,6 @@
 //! Being the one instance that controls jobs. Every instance contends for the control lease
-//! ([`crate::lease`]); the holder runs the control tasks (the reconciler, the heartbeat
-//! listener, the publisher of job records, the answerer of forwarded job requests) and every
+//! ([`crate::lease`]); the holder runs the control tasks (the reconciler, the publisher of job
+//! records, the answerer of forwarded job requests) and decides about heartbeats, and every
 //! other instance is a read replica. Taking the lease starts them; losing it (or shutting down)
 //! stops them, before the lease can expire.
 
@@ -217,16 +217,6 @@ async fn lead(
         "reconciler",
         crate::control::run_reconciler(context.control.clone(), shared.clone(), stop.clone())
             .boxed(),
-    );
-    spawn(
-        "heartbeats",
-        crate::control::run_heartbeats(
-            context.control.clone(),
-            shared.clone(),
-            context.client.clone(),
-            stop.clone(),
-        )
-        .boxed(),
     );
     spawn(
         "job records publisher",

@@ -324,8 +324,8 @@ async fn background(
         Arc::clone(&shared.jobs).follow(shared.clone(), js.clone(), replicas, shutdown.clone()),
     );
     supervisor.spawn(
-        "worker liveness",
-        crate::control::observe_heartbeats(
+        "heartbeats",
+        crate::control::run_heartbeats(
             control.clone(),
             shared.clone(),
             client.clone(),

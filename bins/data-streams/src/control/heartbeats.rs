@@ -212,39 +212,10 @@ impl Control {
     }
 }
 
-/// Listens to heartbeats until `shutdown`.
+/// Listens to heartbeats until `shutdown`, on every instance. While this instance controls
+/// jobs it decides about each one ([`Control::on_heartbeat`]); a read replica only remembers
+/// who was heard from ([`Control::observe`]), and leaves invalid heartbeats to the controller.
 pub async fn run_heartbeats(
-    control: Arc<Control>,
-    shared: Arc<Shared>,
-    client: async_nats::Client,
-    shutdown: CancellationToken,
-) {
-    let mut subscription = match client.subscribe(subjects::HEARTBEAT).await {
-        Ok(subscription) => subscription,
-        Err(error) => {
-            tracing::error!(%error, "cannot subscribe to heartbeats; ownership will not heal");
-            return;
-        }
-    };
-    loop {
-        let message = tokio::select! {
-            () = shutdown.cancelled() => return,
-            message = subscription.next() => match message { Some(m) => m, None => return },
-        };
-        let handled = parse_capped::<Heartbeat>(&message.payload, MAX_HEARTBEAT_BYTES)
-            .and_then(|heartbeat| control.on_heartbeat(&shared, heartbeat));
-        if let Err(error) = handled {
-            shared.metrics.invalid_heartbeats.inc();
-            tracing::warn!(%error, "ignoring an invalid heartbeat");
-            command::reply(&client, message.reply.as_ref(), &Ack::Err(error.to_info())).await;
-        }
-    }
-}
-
-/// Listens to heartbeats until `shutdown` and, while this instance does not control jobs,
-/// remembers only who was heard from ([`Control::observe`]); the controller's own listener
-/// ([`run_heartbeats`]) decides about them.
-pub async fn observe_heartbeats(
     control: Arc<Control>,
     shared: Arc<Shared>,
     client: async_nats::Client,
@@ -259,12 +230,17 @@ pub async fn observe_heartbeats(
                 None => return Ok(()),
             },
         };
-        if shared.role.controls() {
+        let parsed = parse_capped::<Heartbeat>(&message.payload, MAX_HEARTBEAT_BYTES);
+        if !shared.role.controls() {
+            if let Ok(heartbeat) = parsed {
+                control.observe(heartbeat.worker_id);
+            }
             continue;
         }
-        // An invalid heartbeat is counted and answered by the controller; here it is skipped.
-        if let Ok(heartbeat) = parse_capped::<Heartbeat>(&message.payload, MAX_HEARTBEAT_BYTES) {
-            control.observe(heartbeat.worker_id);
+        if let Err(error) = parsed.and_then(|heartbeat| control.on_heartbeat(&shared, heartbeat)) {
+            shared.metrics.invalid_heartbeats.inc();
+            tracing::warn!(%error, "ignoring an invalid heartbeat");
+            command::reply(&client, message.reply.as_ref(), &Ack::Err(error.to_info())).await;
         }
     }
 }
