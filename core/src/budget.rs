@@ -100,7 +100,12 @@ impl Asker {
     /// Whether this asker has waited longer for a run than `other`: it was served less
     /// recently, or neither was served and it asked first.
     fn waited_longer_than(&self, other: &Asker) -> bool {
-        (self.served_ms, self.first_ask_ms) < (other.served_ms, other.first_ask_ms)
+        self.wait_rank() < other.wait_rank()
+    }
+
+    /// The lower, the longer it waited.
+    fn wait_rank(&self) -> (u64, u64) {
+        (self.served_ms, self.first_ask_ms)
     }
 }
 
@@ -197,10 +202,14 @@ impl Ledger {
         let live_until_ms = now_ms
             .saturating_add(ask.interval_ms.saturating_mul(2))
             .saturating_add(5_000);
-        let remembered = self.remember(ask.job, now_ms, |asker| {
-            asker.live_until_ms = live_until_ms;
-            asker.demand = demand;
-        });
+        let remembered = match self.remember(ask.job, now_ms) {
+            Some(asker) => {
+                asker.live_until_ms = live_until_ms;
+                asker.demand = demand;
+                true
+            }
+            None => false,
+        };
         let used = self.used(now_ms);
         let budget = u64::from(self.budget);
         if used >= budget {
@@ -226,9 +235,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// Makes sure `job` is remembered as asking and applies `update` to it; `false` when the
-    /// ledger is full of jobs that all waited longer than it (see the module's "Bounded size").
-    fn remember(&mut self, job: &str, now_ms: u64, update: impl FnOnce(&mut Asker)) -> bool {
+    /// `job`'s entry among the askers, made if need be; `None` when the ledger is full of
+    /// jobs that all waited longer than it (see the module's "Bounded size").
+    fn remember(&mut self, job: &str, now_ms: u64) -> Option<&mut Asker> {
         if !self.asks.contains_key(job) {
             let newcomer = Asker {
                 live_until_ms: now_ms,
@@ -241,21 +250,14 @@ impl Ledger {
                 let waited_least = self
                     .asks
                     .iter()
-                    .max_by_key(|(_, asker)| (asker.served_ms, asker.first_ask_ms))
-                    .map(|(job, asker)| (job.clone(), asker.clone()));
-                match waited_least {
-                    Some((other, asker)) if newcomer.waited_longer_than(&asker) => {
-                        self.asks.remove(&other);
-                    }
-                    _ => return false,
-                }
+                    .max_by_key(|(_, asker)| asker.wait_rank())
+                    .filter(|(_, asker)| newcomer.waited_longer_than(asker))
+                    .map(|(other, _)| other.clone())?;
+                self.asks.remove(&waited_least);
             }
             self.asks.insert(job.to_owned(), newcomer);
         }
-        if let Some(asker) = self.asks.get_mut(job) {
-            update(asker);
-        }
-        true
+        self.asks.get_mut(job)
     }
 
     /// Whether `ask` may take one of the `free` requests left under the cap.
