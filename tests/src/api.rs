@@ -270,10 +270,7 @@ impl Api {
         let what = format!("job {job}'s next run to be planned more than {ahead:?} ahead");
         wait_for(within, &what, || async {
             let view = self.job(job).await;
-            let text = view["next_run_at"].as_str()?;
-            let at =
-                time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-                    .ok()?;
+            let at = crate::contract::parse_time(view["next_run_at"].as_str()?, "next_run_at");
             (at > time::OffsetDateTime::now_utc() + ahead).then_some(view)
         })
         .await

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use newsflow_tests::{wait_for, Bus, StatusCode, System};
+use newsflow_tests::{poll_until, wait_for, Bus, StatusCode, System};
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::{json, Value as Json};
 
@@ -374,21 +374,24 @@ async fn every_worker_answers_srv_ping_and_its_stats_count_the_commands_it_took(
             .map(|endpoint| endpoint["num_requests"].as_u64().unwrap_or(0))
             .sum()
     };
-    let mut stats = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        stats = gather(
+    let stats_now = || {
+        gather(
             &bus,
             "$SRV.STATS.newsflow-worker",
             2,
             Duration::from_secs(5),
         )
-        .await;
-        if stats.len() == 2 && counted(&stats, "stop") >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    let settled = poll_until(Duration::from_secs(10), || async {
+        let stats = stats_now().await;
+        (stats.len() == 2 && counted(&stats, "stop") >= 1).then_some(stats)
+    })
+    .await;
+    // Unsettled, the assertions below say what the stats lack.
+    let stats = match settled {
+        Some(stats) => stats,
+        None => stats_now().await,
+    };
     assert_eq!(stats.len(), 2, "{stats:?}");
     let mut starts = 0;
     let mut stops = 0;
